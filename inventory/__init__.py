@@ -1,0 +1,1 @@
+"""Inventory: products and the stock held for orders."""

@@ -1,0 +1,103 @@
+"""Inventory writes: reserve, release and commit stock for an order; stock products.
+
+Each service is idempotent per order (a reservation exists at most once per order and
+product), writes its outbox event in the same transaction, and locks products in pk
+order. The database refuses any count below zero, so nothing can ever oversell.
+"""
+
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from inventory import selectors
+from inventory.exceptions import InsufficientStock
+from inventory.models import OutboxMessage, Product, ReservationStatus, StockReservation
+from sagas.faults import fault_point
+from sagas.outbox import outbox_emit
+
+
+@transaction.atomic
+def product_create(*, sku: str, name: str, price, units: int = 0) -> Product:
+    return Product.objects.create(
+        sku=sku, name=name, price=price, available=units, received=units
+    )
+
+
+@transaction.atomic
+def product_restock(*, sku: str, units: int) -> Product:
+    product = selectors.products_lock(skus=[sku])[sku]
+    product.available += units
+    product.received += units
+    product.save(update_fields=["available", "received", "updated_at"])
+    return product
+
+
+@fault_point("inventory.reserve")
+@transaction.atomic
+def stock_reserve(
+    *, order_ref: int, lines: list[tuple[str, int]]
+) -> list[StockReservation]:
+    """Hold ``lines`` (sku, quantity) for an order: all of them, or none (an error)."""
+    existing = selectors.reservations_of(order_ref=order_ref)
+    if existing:
+        return existing  # reserved by an earlier delivery
+    products = selectors.products_lock(skus=[sku for sku, _ in lines])
+    for sku, quantity in lines:
+        product = products.get(sku)
+        if product is None or product.available < quantity:
+            raise InsufficientStock(sku, quantity, product.available if product else 0)
+    reservations = []
+    for sku, quantity in lines:
+        Product.objects.filter(pk=products[sku].pk).update(
+            available=F("available") - quantity, reserved=F("reserved") + quantity
+        )
+        reservations.append(
+            StockReservation(
+                order_ref=order_ref, product=products[sku], quantity=quantity
+            )
+        )
+    StockReservation.objects.bulk_create(reservations)
+    _emit("StockReserved", order_ref, lines)
+    return reservations
+
+
+@fault_point("inventory.release")
+@transaction.atomic
+def stock_release(*, order_ref: int) -> None:
+    """Give back what an order holds; nothing to do if it holds nothing (any more)."""
+    _settle(order_ref, ReservationStatus.RELEASED, "StockReleased")
+
+
+@fault_point("inventory.commit")
+@transaction.atomic
+def stock_commit(*, order_ref: int) -> None:
+    """Turn what an order holds into sold units."""
+    _settle(order_ref, ReservationStatus.COMMITTED, "StockCommitted")
+
+
+def _settle(order_ref: int, outcome: str, topic: str) -> None:
+    held = selectors.reservations_lock(
+        order_ref=order_ref, status=ReservationStatus.HELD
+    )
+    if not held:
+        return
+    selectors.products_lock(skus=[r.product.sku for r in held])
+    moved_to = "available" if outcome == ReservationStatus.RELEASED else "sold"
+    for reservation in held:
+        Product.objects.filter(pk=reservation.product_id).update(
+            reserved=F("reserved") - reservation.quantity,
+            **{moved_to: F(moved_to) + reservation.quantity},
+        )
+        reservation.move_to(outcome)
+        reservation.updated_at = timezone.now()
+    StockReservation.objects.bulk_update(held, ["status", "updated_at"])
+    _emit(topic, order_ref, [(r.product.sku, r.quantity) for r in held])
+
+
+def _emit(topic: str, order_ref: int, lines: list[tuple[str, int]]) -> None:
+    outbox_emit(
+        OutboxMessage,
+        topic=topic,
+        aggregate_id=order_ref,
+        payload={"order_id": order_ref, "lines": [[sku, qty] for sku, qty in lines]},
+    )

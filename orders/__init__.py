@@ -1,0 +1,1 @@
+"""Orders: what customers buy, the purchase saga that fulfils it, and shipments."""

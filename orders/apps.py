@@ -1,0 +1,7 @@
+"""App config of orders."""
+
+from django.apps import AppConfig
+
+
+class OrdersConfig(AppConfig):
+    name = "orders"

@@ -1,0 +1,194 @@
+"""Orders writes: place an order (and start its purchase saga), ship, confirm, cancel.
+
+``order_place`` writes the order, its lines, its OrderPlaced event and its saga in one
+transaction, so an order that committed always gets its saga and a rolled-back one never
+does. The other services are saga steps: idempotent, each with its outbox event.
+"""
+
+import hashlib
+import json
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+
+from inventory import selectors as inventory_selectors
+from orders import selectors
+from orders.exceptions import DestinationNotServed, IdempotencyKeyReused, InvalidOrder
+from orders.models import Order, OrderLine, OrderStatus, OutboxMessage, Shipment
+from payments import selectors as payments_selectors
+from sagas.faults import fault_point
+from sagas.outbox import outbox_emit
+from sagas.services import saga_start
+
+CENT = Decimal("0.01")
+
+
+def order_place(
+    *,
+    customer,
+    items: list[dict],
+    payment_method_id: int,
+    ship_to: str = "JP",
+    idempotency_key: str | None = None,
+) -> tuple[Order, bool]:
+    """Place an order and start its purchase saga; return (order, whether it is new).
+
+    The same idempotency key with the same request returns the first order; with a
+    different request it raises IdempotencyKeyReused.
+    """
+    fingerprint = _fingerprint(items, payment_method_id, ship_to)
+    if idempotency_key is not None:
+        existing = selectors.order_by_key(
+            customer_id=customer.pk, idempotency_key=idempotency_key
+        )
+        if existing is not None:
+            return _replay(existing, fingerprint), False
+    try:
+        order = _order_create(
+            customer=customer,
+            items=items,
+            payment_method_id=payment_method_id,
+            ship_to=ship_to,
+            idempotency_key=idempotency_key,
+            fingerprint=fingerprint,
+        )
+    except IntegrityError:
+        if idempotency_key is None:
+            raise
+        # A concurrent request with the same key committed first.
+        existing = selectors.order_by_key(
+            customer_id=customer.pk, idempotency_key=idempotency_key
+        )
+        if existing is None:
+            raise
+        return _replay(existing, fingerprint), False
+    return order, True
+
+
+@transaction.atomic(durable=True)
+def _order_create(
+    *, customer, items, payment_method_id, ship_to, idempotency_key, fingerprint
+):
+    products = _validate(customer, items, payment_method_id)
+    lines = [
+        OrderLine(
+            sku=i["sku"], quantity=i["quantity"], unit_price=products[i["sku"]].price
+        )
+        for i in items
+    ]
+    total = sum(
+        (line.unit_price * line.quantity for line in lines), Decimal("0")
+    ).quantize(CENT)
+    order = Order.objects.create(
+        customer=customer,
+        total=total,
+        payment_method_id=payment_method_id,
+        ship_to=ship_to,
+        idempotency_key=idempotency_key,
+        request_fingerprint=fingerprint,
+    )
+    for line in lines:
+        line.order = order
+    OrderLine.objects.bulk_create(lines)
+    context = {
+        "order_id": order.pk,
+        "customer_id": customer.pk,
+        "payment_method_id": payment_method_id,
+        "total": str(total),
+        "lines": [[line.sku, line.quantity] for line in lines],
+    }
+    _emit("OrderPlaced", order, context)
+    saga = saga_start(
+        name="purchase",
+        context=context,
+        idempotency_key=f"order-{order.pk}",
+        owner_id=customer.pk,
+    )
+    order.saga_id = saga.pk
+    order.save(update_fields=["saga_id"])
+    return order
+
+
+def _validate(customer, items, payment_method_id) -> dict:
+    """Check what only the database can tell: skus exist, the method is usable."""
+    products = inventory_selectors.product_prices(skus=[i["sku"] for i in items])
+    fields = {
+        f"items[{n}].sku": [f"Unknown sku {item['sku']!r}."]
+        for n, item in enumerate(items)
+        if item["sku"] not in products
+    }
+    why_not = payments_selectors.payment_method_usable(
+        customer_id=customer.pk, method_id=payment_method_id
+    )
+    if why_not:
+        fields["payment_method_id"] = [why_not.capitalize() + "."]
+    if fields:
+        raise InvalidOrder(fields)
+    return products
+
+
+def _replay(order: Order, fingerprint: str) -> Order:
+    if order.request_fingerprint != fingerprint:
+        raise IdempotencyKeyReused()
+    return order
+
+
+def _fingerprint(items, payment_method_id, ship_to) -> str:
+    canonical = json.dumps(
+        [[[i["sku"], i["quantity"]] for i in items], payment_method_id, ship_to],
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@fault_point("orders.ship")
+@transaction.atomic
+def shipment_create(*, order_id: int) -> Shipment:
+    order = selectors.order_lock(order_id=order_id)
+    existing = Shipment.objects.filter(order=order).first()
+    if existing is not None:
+        return existing  # created by an earlier delivery
+    if order.ship_to not in settings.SHIPPING_COUNTRIES:
+        raise DestinationNotServed(order.ship_to)
+    shipment = Shipment.objects.create(
+        order=order, destination=order.ship_to, tracking_code=f"SG{order.pk:010d}"
+    )
+    _emit(
+        "ShipmentCreated",
+        order,
+        {"shipment_id": shipment.pk, "tracking_code": shipment.tracking_code},
+    )
+    return shipment
+
+
+@fault_point("orders.confirm")
+@transaction.atomic
+def order_confirm(*, order_id: int) -> Order:
+    return _order_end(order_id, OrderStatus.CONFIRMED, "OrderConfirmed")
+
+
+@fault_point("orders.cancel")
+@transaction.atomic
+def order_cancel(*, order_id: int, reason: str) -> Order:
+    return _order_end(order_id, OrderStatus.CANCELLED, "OrderCancelled", reason=reason)
+
+
+def _order_end(order_id: int, status: str, topic: str, *, reason: str = "") -> Order:
+    order = selectors.order_lock(order_id=order_id)
+    if order.status == status:
+        return order  # ended by an earlier delivery
+    order.move_to(status)
+    order.cancel_reason = reason[:2000]
+    order.save(update_fields=["status", "cancel_reason", "updated_at"])
+    _emit(topic, order, {"reason": reason} if reason else {})
+    return order
+
+
+def _emit(topic: str, order: Order, payload: dict) -> None:
+    outbox_emit(
+        OutboxMessage,
+        topic=topic,
+        aggregate_id=order.pk,
+        payload={"order_id": order.pk, "status": order.status, **payload},
+    )

@@ -1,0 +1,1 @@
+"""Payments: customer accounts, payment methods, and the payments taken for orders."""

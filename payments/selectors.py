@@ -1,0 +1,75 @@
+"""Reads and row locks of payments; locks are always taken in primary-key order."""
+
+from decimal import Decimal
+
+from django.db.models import Sum
+
+from payments.models import Account, Payment, PaymentMethod, PaymentStatus
+
+
+def account_of(*, customer_id: int) -> Account | None:
+    return Account.objects.filter(customer_id=customer_id).first()
+
+
+def account_get(*, account_id: int) -> Account | None:
+    return Account.objects.filter(pk=account_id).first()
+
+
+def account_lock(*, customer_id: int) -> Account | None:
+    return Account.objects.select_for_update().filter(customer_id=customer_id).first()
+
+
+def payment_method_usable(*, customer_id: int, method_id: int) -> str | None:
+    """None if the customer may pay with this method now, else why not."""
+    method = PaymentMethod.objects.filter(
+        pk=method_id, account__customer_id=customer_id
+    ).first()
+    if method is None:
+        return "not one of your payment methods"
+    if not method.active:
+        return "this payment method is inactive"
+    return None
+
+
+def payment_methods_of(*, customer_id: int) -> list[PaymentMethod]:
+    return list(
+        PaymentMethod.objects.filter(account__customer_id=customer_id).order_by("pk")
+    )
+
+
+def payment_of(*, order_ref: int) -> Payment | None:
+    return Payment.objects.filter(order_ref=order_ref).first()
+
+
+def payment_lock(*, order_ref: int) -> Payment | None:
+    return Payment.objects.select_for_update().filter(order_ref=order_ref).first()
+
+
+def captured_by_order() -> dict[int, Decimal]:
+    rows = Payment.objects.filter(status=PaymentStatus.CAPTURED).values(
+        "order_ref", "amount"
+    )
+    return {row["order_ref"]: row["amount"] for row in rows}
+
+
+def account_money_mismatches() -> list[dict]:
+    """Accounts where credited != balance + captured payments (money made or lost)."""
+    captured = {
+        row["account_id"]: row["total"]
+        for row in Payment.objects.filter(status=PaymentStatus.CAPTURED)
+        .values("account_id")
+        .annotate(total=Sum("amount"))
+    }
+    mismatches = []
+    for account in Account.objects.order_by("pk"):
+        spent = captured.get(account.pk, Decimal("0"))
+        if account.balance + spent != account.credited:
+            mismatches.append(
+                {
+                    "account_id": account.pk,
+                    "credited": str(account.credited),
+                    "balance": str(account.balance),
+                    "captured": str(spent),
+                }
+            )
+    return mismatches

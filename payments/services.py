@@ -1,0 +1,122 @@
+"""Payments writes: accounts and methods, and charging and refunding orders.
+
+A charge and a refund are idempotent per order (one payment row per order) and write
+their outbox event in the same transaction. The account row is locked before the balance
+is read, and the database refuses a negative balance, so nothing can overdraw.
+"""
+
+from decimal import Decimal
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from payments import selectors
+from payments.exceptions import InsufficientFunds, PaymentMethodUnusable
+from payments.models import (
+    Account,
+    OutboxMessage,
+    Payment,
+    PaymentMethod,
+    PaymentStatus,
+)
+from sagas.faults import fault_point
+from sagas.outbox import outbox_emit
+
+
+@transaction.atomic
+def account_create(
+    *, customer: AbstractBaseUser, balance: Decimal = Decimal("0")
+) -> Account:
+    return Account.objects.create(customer=customer, balance=balance, credited=balance)
+
+
+@transaction.atomic
+def account_credit(*, customer_id: int, amount: Decimal) -> Account:
+    account = selectors.account_lock(customer_id=customer_id)
+    Account.objects.filter(pk=account.pk).update(
+        balance=F("balance") + amount, credited=F("credited") + amount
+    )
+    account.refresh_from_db()
+    return account
+
+
+@transaction.atomic
+def payment_method_create(*, customer_id: int, label: str) -> PaymentMethod:
+    account = selectors.account_of(customer_id=customer_id)
+    return PaymentMethod.objects.create(account=account, label=label)
+
+
+@transaction.atomic
+def payment_method_deactivate(
+    *, customer_id: int, method_id: int
+) -> PaymentMethod | None:
+    """Deactivate one of the customer's methods; None if it is not theirs."""
+    method = (
+        PaymentMethod.objects.select_for_update()
+        .filter(pk=method_id, account__customer_id=customer_id)
+        .first()
+    )
+    if method is not None and method.active:
+        method.active = False
+        method.save(update_fields=["active", "updated_at"])
+    return method
+
+
+@fault_point("payments.charge")
+@transaction.atomic
+def payment_charge(
+    *, order_ref: int, customer_id: int, method_id: int, amount: Decimal
+) -> Payment:
+    """Take ``amount`` from the customer's balance with one of their active methods."""
+    existing = selectors.payment_of(order_ref=order_ref)
+    if existing is not None:
+        return existing  # charged by an earlier delivery
+    # Lock first, then read: a method deactivated or a balance spent by a transaction
+    # that committed while this one waited for the lock is seen as it now is.
+    account = selectors.account_lock(customer_id=customer_id)
+    why_not = selectors.payment_method_usable(
+        customer_id=customer_id, method_id=method_id
+    )
+    if account is None or why_not:
+        raise PaymentMethodUnusable(method_id, why_not or "the customer has no account")
+    if account.balance < amount:
+        raise InsufficientFunds(amount, account.balance)
+    Account.objects.filter(pk=account.pk).update(balance=F("balance") - amount)
+    payment = Payment.objects.create(
+        order_ref=order_ref, account=account, method_id=method_id, amount=amount
+    )
+    _emit("PaymentCaptured", payment)
+    return payment
+
+
+@fault_point("payments.refund")
+@transaction.atomic
+def payment_refund(*, order_ref: int) -> Payment | None:
+    """Give an order's payment back; a no-op if none was taken or it was refunded."""
+    payment = selectors.payment_lock(order_ref=order_ref)
+    if payment is None or payment.status != PaymentStatus.CAPTURED:
+        return payment
+    Account.objects.filter(pk=payment.account_id).update(
+        balance=F("balance") + payment.amount
+    )
+    payment.move_to(PaymentStatus.REFUNDED)
+    payment.refunded_at = timezone.now()
+    payment.save(update_fields=["status", "refunded_at"])
+    _emit("PaymentRefunded", payment)
+    return payment
+
+
+def _emit(topic: str, payment: Payment) -> None:
+    outbox_emit(
+        OutboxMessage,
+        topic=topic,
+        aggregate_id=payment.order_ref,
+        payload={
+            "order_id": payment.order_ref,
+            "payment_id": payment.pk,
+            "account_id": payment.account_id,
+            "amount": str(payment.amount),
+        },
+    )

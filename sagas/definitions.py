@@ -1,0 +1,144 @@
+"""Saga definitions as data: ordered steps, each an action with an optional undo.
+
+A definition reads top-down like the business process it runs::
+
+    SagaDefinition(
+        name="purchase",
+        steps=(
+            Step("reserve_stock", reserve_stock, compensate=release_stock),
+            Step("charge_payment", charge_payment, compensate=refund_payment),
+            Step("create_shipment", create_shipment, pivot=True),
+            Step("confirm_order", confirm_order),
+        ),
+        on_compensated=cancel_order,
+    )
+
+Steps before the pivot are compensatable: when one fails, the compensations of the
+steps that succeeded run in reverse order, then ``on_compensated``. The pivot is the
+point of no return: once it succeeds, the steps after it are retried until they do.
+"""
+
+import random
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from functools import cached_property
+
+from sagas.exceptions import DefinitionError
+
+Action = Callable[[dict], dict | None]
+Compensation = Callable[[dict], None]
+EndHook = Callable[[dict, str], None]
+
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+class Phase(StrEnum):
+    """What a step task does for its step."""
+
+    ACTION = "action"
+    COMPENSATION = "compensation"
+    END = "end"  # the definition's on_compensated hook, after the last compensation
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with jitter: by default 1 s, 2 s, 4 s, then give up."""
+
+    max_retries: int | None = 3  # None: retry until it succeeds
+    backoff: float = 1.0
+    factor: float = 2.0
+    max_backoff: float = 60.0
+    jitter: float = 0.1  # each delay is spread by this fraction either way
+
+    def allows(self, attempts: int) -> bool:
+        """May another attempt follow ``attempts`` failed ones?"""
+        return self.max_retries is None or attempts <= self.max_retries
+
+    def countdown(self, attempts: int) -> float:
+        """Seconds to wait before the attempt that follows ``attempts`` failed ones."""
+        delay = min(
+            self.max_backoff, self.backoff * self.factor ** max(attempts - 1, 0)
+        )
+        return round(delay * random.uniform(1 - self.jitter, 1 + self.jitter), 3)
+
+
+DEFAULT_RETRY = RetryPolicy()
+FOREVER = RetryPolicy(max_retries=None)
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    action: Action
+    compensate: Compensation | None = None
+    pivot: bool = False
+    retry: RetryPolicy | None = None  # default: DEFAULT_RETRY, FOREVER after the pivot
+    timeout: float | None = None  # seconds; default: settings.SAGA_STEP_TIMEOUT
+
+
+@dataclass(frozen=True)
+class SagaDefinition:
+    name: str
+    steps: tuple[Step, ...]
+    on_compensated: EndHook | None = None
+    compensation_retry: RetryPolicy = field(default=DEFAULT_RETRY)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "steps", tuple(self.steps))
+        _validate(self)
+
+    @cached_property
+    def pivot_index(self) -> int | None:
+        return next((i for i, s in enumerate(self.steps) if s.pivot), None)
+
+    def is_after_pivot(self, index: int) -> bool:
+        return self.pivot_index is not None and index > self.pivot_index
+
+    def retry_policy(self, index: int, phase: Phase) -> RetryPolicy:
+        if phase is not Phase.ACTION:
+            return self.compensation_retry
+        step = self.steps[index]
+        if step.retry is not None:
+            return step.retry
+        return FOREVER if self.is_after_pivot(index) else DEFAULT_RETRY
+
+    def task_name(self, index: int, phase: Phase) -> str:
+        """The task name shown in Flower, e.g. ``purchase.refund_payment``."""
+        if phase is Phase.END:
+            return f"{self.name}.{self.on_compensated.__name__}"
+        if phase is Phase.COMPENSATION:
+            return f"{self.name}.{self.steps[index].compensate.__name__}"
+        return f"{self.name}.{self.steps[index].name}"
+
+    def tasks(self) -> list[tuple[int, Phase]]:
+        """Every (step index, phase) that runs as a task; END uses index -1."""
+        units = [(i, Phase.ACTION) for i in range(len(self.steps))]
+        units += [
+            (i, Phase.COMPENSATION) for i, s in enumerate(self.steps) if s.compensate
+        ]
+        if self.on_compensated:
+            units.append((-1, Phase.END))
+        return units
+
+
+def _validate(definition: SagaDefinition) -> None:
+    def fail(problem: str) -> None:
+        raise DefinitionError(f"saga {definition.name!r}: {problem}")
+
+    if not _NAME.match(definition.name):
+        fail("name must be lower_snake_case")
+    if not definition.steps:
+        fail("needs at least one step")
+    names = [s.name for s in definition.steps]
+    if len(set(names)) != len(names) or not all(_NAME.match(n) for n in names):
+        fail("step names must be unique and lower_snake_case")
+    pivots = [i for i, s in enumerate(definition.steps) if s.pivot]
+    if len(pivots) > 1:
+        fail("at most one step can be the pivot")
+    if pivots and any(s.compensate for s in definition.steps[pivots[0] :]):
+        fail("the pivot and the steps after it cannot be compensated")
+    task_names = [definition.task_name(i, p) for i, p in definition.tasks()]
+    if len(set(task_names)) != len(task_names):
+        fail(f"task names collide: {sorted(task_names)}")

@@ -1,0 +1,78 @@
+"""From a dispatch event in the engine's outbox to the Celery chain that does the work.
+
+The engine never sends a chain itself: it writes a dispatch event in the transaction
+of the state change that calls for it, and the relay sends the chain once it commits.
+"""
+
+from celery import chain
+from celery.canvas import Signature
+from kombu import Producer
+
+from sagas import registry
+from sagas.definitions import Phase
+from sagas.models import OutboxMessage, Saga
+from sagas.outbox import AbstractOutboxMessage, outbox_emit
+from sagas.relay import route
+
+
+class Topic:
+    STARTED = "SagaStarted"
+    RETRY = "SagaStepRetry"
+    COMPENSATING = "SagaCompensating"
+    RECOVERED = "SagaRecovered"
+    OPERATOR_RETRY = "SagaRetriedByOperator"
+
+
+FORWARD, BACKWARD = "forward", "backward"
+
+
+def dispatch_forward(saga: Saga, *, topic: str, countdown: float = 0.0) -> None:
+    """Send the steps from the saga's current one to the end."""
+    _emit(
+        saga, topic, {"direction": FORWARD, "from_step": saga.current_step}, countdown
+    )
+
+
+def dispatch_backward(
+    saga: Saga, *, pending: list[int], topic: str, countdown: float = 0.0
+) -> None:
+    """Send the compensations of ``pending`` (newest first), then the end."""
+    _emit(saga, topic, {"direction": BACKWARD, "steps": pending}, countdown)
+
+
+def _emit(saga: Saga, topic: str, plan: dict, countdown: float) -> None:
+    payload = {"saga_id": saga.pk, "saga": saga.name, "countdown": countdown, **plan}
+    outbox_emit(OutboxMessage, topic=topic, aggregate_id=saga.pk, payload=payload)
+
+
+def dispatch_signature(payload: dict) -> Signature:
+    """The chain for one dispatch, with the engine's errback on every task in it."""
+    from sagas.tasks import step_failed
+
+    definition = registry.definition(payload["saga"])
+    if payload["direction"] == FORWARD:
+        units = [
+            (i, Phase.ACTION)
+            for i in range(payload["from_step"], len(definition.steps))
+        ]
+    else:
+        units = [(i, Phase.COMPENSATION) for i in payload["steps"]] + [(-1, Phase.END)]
+    saga_id = payload["saga_id"]
+    steps = [
+        registry.unit_for(definition, i, phase).task.si(saga_id) for i, phase in units
+    ]
+    return chain(*steps).on_error(step_failed.s(saga_id))
+
+
+@route(
+    Topic.STARTED,
+    Topic.RETRY,
+    Topic.COMPENSATING,
+    Topic.RECOVERED,
+    Topic.OPERATOR_RETRY,
+)
+def publish_dispatch(message: AbstractOutboxMessage, producer: Producer) -> None:
+    countdown = message.payload.get("countdown") or None
+    dispatch_signature(message.payload).apply_async(
+        producer=producer, countdown=countdown
+    )

@@ -1,0 +1,30 @@
+"""Run the outbox relay: publish events as their transactions commit."""
+
+import signal
+import threading
+
+from django.core.management.base import BaseCommand
+
+from sagas.relay import relay_forever
+
+
+class Command(BaseCommand):
+    help = (
+        "Publish outbox rows as they commit (woken by NOTIFY), polling as a fallback."
+    )
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument(
+            "--poll", type=float, default=1.0, help="seconds between polls"
+        )
+        parser.add_argument(
+            "--batch", type=int, default=100, help="rows per transaction"
+        )
+
+    def handle(self, *args, poll: float, batch: int, **options) -> None:
+        stop = threading.Event()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: stop.set())
+        self.stdout.write(f"relay: listening (poll every {poll:g}s)")
+        relay_forever(poll=poll, batch=batch, should_stop=stop.is_set)
+        self.stdout.write("relay: stopped")

@@ -1,0 +1,176 @@
+"""Saga state in PostgreSQL: sagas, steps, their audit trail, the engine's outbox."""
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from sagas.outbox import AbstractOutboxMessage
+from shop.states import transition
+
+
+class SagaStatus(models.TextChoices):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    COMPENSATING = "COMPENSATING"
+    COMPLETED = "COMPLETED"
+    COMPENSATED = "COMPENSATED"
+    FAILED = "FAILED"  # stuck: a compensation (or a step after the pivot) gave up
+
+
+SAGA_MOVES = {
+    SagaStatus.PENDING: frozenset({SagaStatus.RUNNING, SagaStatus.COMPENSATING}),
+    SagaStatus.RUNNING: frozenset(
+        {SagaStatus.COMPLETED, SagaStatus.COMPENSATING, SagaStatus.FAILED}
+    ),
+    SagaStatus.COMPENSATING: frozenset({SagaStatus.COMPENSATED, SagaStatus.FAILED}),
+    SagaStatus.FAILED: frozenset({SagaStatus.RUNNING, SagaStatus.COMPENSATING}),
+}
+#: Statuses with work in flight, watched by the recovery sweep.
+ACTIVE_STATUSES = frozenset(
+    {SagaStatus.PENDING, SagaStatus.RUNNING, SagaStatus.COMPENSATING}
+)
+#: Statuses a saga never leaves.
+ENDED_STATUSES = frozenset({SagaStatus.COMPLETED, SagaStatus.COMPENSATED})
+
+
+class StepStatus(models.TextChoices):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    COMPENSATED = "COMPENSATED"
+
+
+STEP_MOVES = {
+    # A step is RUNNING from the moment it is dispatched; the first one is dispatched by
+    # the relay, so it goes from PENDING straight to its outcome.
+    StepStatus.PENDING: frozenset(
+        {StepStatus.RUNNING, StepStatus.SUCCEEDED, StepStatus.FAILED}
+    ),
+    StepStatus.RUNNING: frozenset(
+        # back to PENDING: dispatched, then withdrawn before it ran (a cancelled saga)
+        {StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.PENDING}
+    ),
+    StepStatus.SUCCEEDED: frozenset({StepStatus.COMPENSATED}),
+    StepStatus.FAILED: frozenset({StepStatus.RUNNING}),  # an operator's retry
+}
+
+
+class Saga(models.Model):
+    name = models.CharField(max_length=100)
+    status = models.CharField(
+        max_length=20, choices=SagaStatus.choices, default=SagaStatus.PENDING
+    )
+    current_step = models.PositiveSmallIntegerField(default=0)
+    context = models.JSONField(default=dict)
+    idempotency_key = models.CharField(max_length=200, null=True, blank=True)  # noqa: DJ001
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT
+    )
+    error = models.TextField(blank=True)
+    # When the work in flight counts as lost if nothing has moved by then.
+    deadline_at = models.DateTimeField(null=True, blank=True)
+    recoveries = models.PositiveSmallIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["name", "idempotency_key"],
+                condition=Q(idempotency_key__isnull=False),
+                name="saga_unique_idempotency_key",
+            ),
+        ]
+        indexes = [
+            models.Index(
+                fields=["deadline_at"],
+                name="saga_active_deadline",
+                condition=Q(status__in=["PENDING", "RUNNING", "COMPENSATING"]),
+            ),
+            models.Index(fields=["status", "name"], name="saga_status_name"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} #{self.pk} {self.status}"
+
+    def move_to(self, status: str) -> None:
+        self.status = transition(
+            self.status, status, SAGA_MOVES, what=f"saga {self.pk}"
+        )
+
+
+class SagaStep(models.Model):
+    saga = models.ForeignKey(Saga, related_name="steps", on_delete=models.CASCADE)
+    index = models.PositiveSmallIntegerField()
+    name = models.CharField(max_length=100)
+    status = models.CharField(
+        max_length=20, choices=StepStatus.choices, default=StepStatus.PENDING
+    )
+    attempts = models.PositiveIntegerField(default=0)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    task_id = models.CharField(max_length=255, blank=True)
+    compensation_attempts = models.PositiveIntegerField(default=0)
+    compensated_at = models.DateTimeField(null=True, blank=True)
+    compensation_error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["saga_id", "index"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["saga", "index"], name="saga_step_unique_index"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.index}. {self.name} {self.status}"
+
+    def move_to(self, status: str) -> None:
+        self.status = transition(
+            self.status,
+            status,
+            STEP_MOVES,
+            what=f"step {self.name} of saga {self.saga_id}",
+        )
+
+    @property
+    def duration_ms(self) -> float | None:
+        if self.started_at and self.finished_at:
+            return round((self.finished_at - self.started_at).total_seconds() * 1000, 1)
+        return None
+
+
+class SagaEventKind(models.TextChoices):
+    """What happened off the happy path; the happy path is in the step rows."""
+
+    RETRY_SCHEDULED = "RETRY_SCHEDULED"
+    COMPENSATION_STARTED = "COMPENSATION_STARTED"
+    FAILED = "FAILED"
+    RECOVERED = "RECOVERED"
+    OPERATOR_RETRY = "OPERATOR_RETRY"
+    OPERATOR_CANCEL = "OPERATOR_CANCEL"
+
+
+class SagaEvent(models.Model):
+    """The audit trail: failures, retries, recoveries and who did what, and when."""
+
+    saga = models.ForeignKey(Saga, related_name="events", on_delete=models.CASCADE)
+    kind = models.CharField(max_length=30, choices=SagaEventKind.choices)
+    step_name = models.CharField(max_length=100, blank=True)
+    actor = models.CharField(max_length=150, default="system")
+    detail = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.step_name} by {self.actor}"
+
+
+class OutboxMessage(AbstractOutboxMessage):
+    """The engine's own events: each one, once published, sends a saga's next chain."""

@@ -1,0 +1,184 @@
+"""The outbox relay: publishes committed outbox rows and marks them published.
+
+Delivery is at least once. Rows are claimed with ``FOR UPDATE SKIP LOCKED``, so several
+relays never publish the same row in the normal case; a relay that dies after publishing
+and before its commit publishes the row again, so every consumer tolerates a duplicate.
+"""
+
+import contextlib
+import logging
+import select
+import time
+from collections.abc import Callable, Iterable
+from datetime import timedelta
+
+import psycopg2
+from celery import current_app
+from django.apps import apps
+from django.db import close_old_connections, connections, transaction
+from django.db.models import F
+from django.utils import timezone
+from kombu import Producer
+
+from sagas import selectors
+from sagas.outbox import NOTIFY_CHANNEL, AbstractOutboxMessage
+
+logger = logging.getLogger(__name__)
+
+Publisher = Callable[[AbstractOutboxMessage, Producer], None]
+_routes: dict[str, Publisher] = {}
+
+# After a failed publish a row waits this long, doubling per attempt, up to a minute.
+_FIRST_BACKOFF, _MAX_BACKOFF = 0.5, 60.0
+
+
+def route(*topics: str) -> Callable[[Publisher], Publisher]:
+    """Register how events of ``topics`` reach the broker.
+
+    A topic without a route has no subscriber: the relay marks its rows published
+    without sending anything."""
+
+    def register(publisher: Publisher) -> Publisher:
+        for topic in topics:
+            _routes[topic] = publisher
+        return publisher
+
+    return register
+
+
+def outbox_models() -> list[type[AbstractOutboxMessage]]:
+    return [m for m in apps.get_models() if issubclass(m, AbstractOutboxMessage)]
+
+
+def outbox_relay(
+    *,
+    models: Iterable[type[AbstractOutboxMessage]] | None = None,
+    batch: int = 100,
+    min_age: timedelta | None = None,
+) -> int:
+    """Publish every due pending row of ``models`` (default: all); return how many."""
+    total = 0
+    for model in models or outbox_models():
+        while True:
+            published, complete = _relay_batch(model, batch=batch, min_age=min_age)
+            total += published
+            if not complete or published < batch:
+                break
+    return total
+
+
+def _relay_batch(
+    model: type[AbstractOutboxMessage], *, batch: int, min_age: timedelta | None
+) -> tuple[int, bool]:
+    """Publish one batch; return (rows published, whether the whole batch went out)."""
+    now = timezone.now()
+    with transaction.atomic():
+        rows = selectors.outbox_claim(
+            model=model, now=now, limit=batch, min_age=min_age
+        )
+        done: list[int] = []
+        with contextlib.ExitStack() as stack:
+            producer = None
+            for row in rows:
+                publisher = _routes.get(row.topic)
+                if publisher is not None:
+                    # Row locks are held while the broker is called: keep batches small.
+                    producer = producer or stack.enter_context(
+                        current_app.producer_or_acquire()
+                    )
+                    try:
+                        publisher(row, producer)
+                    except (
+                        Exception
+                    ) as exc:  # the broker is down or refused: retry later
+                        _postpone(row, exc, now)
+                        return len(_mark_published(model, done, now)), False
+                done.append(row.pk)
+        return len(_mark_published(model, done, now)), True
+
+
+def _mark_published(model, pks: list[int], now) -> list[int]:
+    if pks:
+        model.objects.filter(pk__in=pks).update(
+            published_at=now, attempts=F("attempts") + 1
+        )
+    return pks
+
+
+def _postpone(row: AbstractOutboxMessage, exc: Exception, now) -> None:
+    row.attempts += 1
+    delay = min(_MAX_BACKOFF, _FIRST_BACKOFF * 2 ** (row.attempts - 1))
+    row.next_attempt_at = now + timedelta(seconds=delay)
+    row.last_error = repr(exc)[:2000]
+    row.save(update_fields=["attempts", "next_attempt_at", "last_error"])
+    logger.warning(
+        "outbox %s row %s (%s) not published, retry in %.1fs: %r",
+        row._meta.label,
+        row.pk,
+        row.topic,
+        delay,
+        exc,
+    )
+
+
+def outbox_clean(*, days: int) -> int:
+    """Delete rows published more than ``days`` ago; pending rows are never touched."""
+    cutoff = timezone.now() - timedelta(days=days)
+    return sum(
+        model.objects.filter(published_at__lt=cutoff).delete()[0]
+        for model in outbox_models()
+    )
+
+
+def relay_forever(*, poll: float, batch: int, should_stop: Callable[[], bool]) -> None:
+    """Publish rows as their transactions commit, woken by NOTIFY, else by polling.
+
+    Notifications sent while the listener is disconnected are lost, which is why every
+    wake-up and every poll relays everything due, not just what was announced.
+    """
+    by_table = {m._meta.db_table: m for m in outbox_models()}
+    listener = None
+    while not should_stop():
+        try:
+            listener = listener or _listen()
+            tables = _wait(listener, poll)
+            close_old_connections()
+            models = [by_table[t] for t in tables if t in by_table] or None
+            outbox_relay(models=models, batch=batch)
+        except Exception as exc:  # the database or the broker is away; keep trying
+            logger.warning("relay: %r; retrying in %.1fs", exc, poll)
+            listener = _close(listener)
+            connections.close_all()
+            time.sleep(poll)
+    _close(listener)
+
+
+def _listen():
+    params = connections["default"].get_connection_params()
+    conn = psycopg2.connect(**params)
+    conn.set_session(autocommit=True)
+    with conn.cursor() as cursor:
+        cursor.execute(f"LISTEN {NOTIFY_CHANNEL}")
+    return conn
+
+
+def _wait(conn, timeout: float) -> set[str]:
+    """Block until a notification or the timeout; return the tables announced.
+
+    An empty set means "poll everything"."""
+    conn.poll()
+    if not conn.notifies:
+        ready, _, _ = select.select([conn], [], [], timeout)
+        if not ready:
+            return set()
+        conn.poll()
+    tables = {n.payload for n in conn.notifies}
+    conn.notifies.clear()
+    return tables
+
+
+def _close(conn) -> None:
+    if conn is not None:
+        with contextlib.suppress(Exception):
+            conn.close()
+    return None

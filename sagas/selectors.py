@@ -1,0 +1,85 @@
+"""Reads and row locks of the saga engine; every lock is taken in primary-key order."""
+
+from datetime import datetime, timedelta
+
+from django.db.models import Q, QuerySet
+
+from sagas.models import ACTIVE_STATUSES, OutboxMessage, Saga, SagaStep
+from sagas.outbox import AbstractOutboxMessage
+
+
+def saga_lock(*, saga_id: int) -> Saga | None:
+    """Lock one saga row; every change to a saga or its steps happens under it."""
+    return Saga.objects.select_for_update(of=("self",)).filter(pk=saga_id).first()
+
+
+def saga_steps(*, saga: Saga) -> list[SagaStep]:
+    return list(SagaStep.objects.filter(saga=saga).order_by("index"))
+
+
+def sagas_overdue_lock(*, now: datetime, limit: int) -> list[Saga]:
+    """Active sagas whose work in flight is overdue, skipping those a worker holds now.
+
+    A saga whose step is executing is locked by that step's transaction, so SKIP LOCKED
+    passes over it: only sagas nobody is working on can be recovered.
+    """
+    return list(
+        Saga.objects.filter(status__in=ACTIVE_STATUSES, deadline_at__lt=now)
+        .order_by("pk")
+        .select_for_update(skip_locked=True, of=("self",))[:limit]
+    )
+
+
+def saga_dispatch_pending(*, saga_id: int) -> bool:
+    """Is an event that will send this saga's next chain still waiting for the relay?"""
+    return OutboxMessage.objects.filter(
+        published_at__isnull=True, aggregate_id=str(saga_id)
+    ).exists()
+
+
+def saga_get(*, saga_id: int) -> Saga | None:
+    return Saga.objects.prefetch_related("steps").filter(pk=saga_id).first()
+
+
+def saga_by_key(*, name: str, idempotency_key: str) -> Saga | None:
+    return Saga.objects.filter(name=name, idempotency_key=idempotency_key).first()
+
+
+def saga_list(*, status: str | None = None, name: str | None = None) -> QuerySet[Saga]:
+    sagas = Saga.objects.all()
+    if status:
+        sagas = sagas.filter(status=status)
+    if name:
+        sagas = sagas.filter(name=name)
+    return sagas.order_by("-pk")
+
+
+def saga_status_counts() -> dict[str, int]:
+    from django.db.models import Count
+
+    rows = Saga.objects.values("status").annotate(n=Count("id"))
+    return {row["status"]: row["n"] for row in rows}
+
+
+def outbox_claim(
+    *,
+    model: type[AbstractOutboxMessage],
+    now: datetime,
+    limit: int,
+    min_age: timedelta | None = None,
+) -> list[AbstractOutboxMessage]:
+    """Lock a batch of due, unpublished rows; rows another relay holds are skipped.
+
+    Rows are picked by "not yet published", never by a last-seen id: ids are allocated
+    at insert and commit out of order, so a watermark would skip a late committer.
+    """
+    rows = model.objects.filter(published_at__isnull=True).filter(
+        Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
+    )
+    if min_age is not None:
+        rows = rows.filter(created_at__lte=now - min_age)
+    return list(rows.order_by("pk").select_for_update(skip_locked=True)[:limit])
+
+
+def outbox_pending_count(*, model: type[AbstractOutboxMessage]) -> int:
+    return model.objects.filter(published_at__isnull=True).count()

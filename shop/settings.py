@@ -1,0 +1,211 @@
+"""Project settings, read from the environment (and `.run/env`, written by make)."""
+
+from pathlib import Path
+
+import environ
+
+# PATHS AND ENVIRONMENT ---------------------------------------------------------------
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+RUN_DIR = BASE_DIR / ".run"
+
+env = environ.Env()
+# `make run` / `make test` write the locally generated secrets and the addresses of the
+# project-local servers here; a variable already set in the environment always wins.
+if (RUN_DIR / "env").exists():
+    env.read_env(str(RUN_DIR / "env"), overwrite=False)
+
+# CORE --------------------------------------------------------------------------------
+
+SECRET_KEY = env("SECRET_KEY")
+DEBUG = env.bool("DEBUG", default=False)
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
+CSRF_TRUSTED_ORIGINS = env.list(
+    "CSRF_TRUSTED_ORIGINS", default=["http://127.0.0.1:8000", "http://localhost:8000"]
+)
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "django_celery_results",
+    "django_celery_beat",
+    "shop",
+    "sagas",
+    "inventory",
+    "payments",
+    "orders",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "shop.urls"
+WSGI_APPLICATION = "shop.wsgi.application"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = RUN_DIR / "static"
+
+# Bodies larger than this are refused before they are parsed (a clear 400, never a 500).
+DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=64 * 1024)
+
+# DATABASE ----------------------------------------------------------------------------
+
+DATABASES = {"default": env.db("DATABASE_URL")}
+# Persistent connections for the web and the workers; a broken one is dropped and
+# reopened before the next request or task (see shop.celery).
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=600)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+
+# SECURITY ----------------------------------------------------------------------------
+
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=False)
+CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=False)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+
+# REST API ----------------------------------------------------------------------------
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "shop.exceptions.api_exception_handler",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "sagashop API",
+    "DESCRIPTION": "Place orders; watch the purchase sagas that fulfil or undo them.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+# CELERY ------------------------------------------------------------------------------
+
+CELERY_BROKER_URL = env("CELERY_BROKER_URL")
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    # A message a worker took but never acknowledged comes back after this long. It
+    # must exceed the longest step deadline plus the longest retry countdown, or a
+    # step still running would be handed to a second worker (checked by sagas.checks).
+    "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=600),
+    # Lets tests and several checkouts share one Redis without seeing each other.
+    "global_keyprefix": env("CELERY_BROKER_KEYPREFIX", default=""),
+}
+CELERY_RESULT_BACKEND = "django-db"
+CELERY_RESULT_EXTENDED = True
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+# Delivery: acknowledge after the work is done and reserve one message per process,
+# so a killed worker's messages go back to the queue instead of being lost.
+CELERY_TASK_ACKS_LATE = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT = 10.0
+CELERY_WORKER_SEND_TASK_EVENTS = env.bool(
+    "CELERY_WORKER_SEND_TASK_EVENTS", default=True
+)
+CELERY_TASK_SEND_SENT_EVENT = CELERY_WORKER_SEND_TASK_EVENTS
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# The fixup would otherwise open a new database connection for every task.
+CELERY_DB_REUSE_MAX = 10_000
+# Saga steps go to the "sagas" queue (set on their task class); everything else here.
+CELERY_TASK_DEFAULT_QUEUE = "maintenance"
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_BEAT_SCHEDULE = {
+    "relay-outbox": {
+        "task": "sagas.relay_outbox",
+        "schedule": env.float("OUTBOX_SWEEP_SECONDS", default=5.0),
+    },
+    "recover-sagas": {
+        "task": "sagas.recover_sagas",
+        "schedule": env.float("SAGA_RECOVERY_SECONDS", default=5.0),
+    },
+    "reconcile": {
+        "task": "orders.reconcile",
+        "schedule": env.float("RECONCILE_SECONDS", default=600.0),
+    },
+    "clean-outbox": {
+        "task": "sagas.clean_outbox",
+        "schedule": 3600.0,
+    },
+}
+
+# SAGAS -------------------------------------------------------------------------------
+
+# Defaults for steps whose definition does not say otherwise (seconds).
+SAGA_STEP_TIMEOUT = env.float("SAGA_STEP_TIMEOUT", default=30.0)
+# How long past its deadline a saga may sit unlocked before the recovery sweep
+# re-dispatches its work (a queue backlog is not a crash).
+SAGA_RECOVERY_GRACE = env.float("SAGA_RECOVERY_GRACE", default=10.0)
+# After this many recoveries of the same step, the step counts as failed.
+SAGA_MAX_RECOVERIES = env.int("SAGA_MAX_RECOVERIES", default=5)
+# Fault injection for demos and tests, e.g. "payments.charge:transient:0.2"; empty: off.
+SAGA_FAULTS = env("SAGA_FAULTS", default="")
+# Published outbox rows are kept this long, then deleted.
+MESSAGE_RETENTION_DAYS = env.int("MESSAGE_RETENTION_DAYS", default=7)
+
+# SHOP --------------------------------------------------------------------------------
+
+# Destinations the carrier serves; shipping elsewhere fails and the purchase is undone.
+SHIPPING_COUNTRIES = env.list(
+    "SHIPPING_COUNTRIES", default=["JP", "US", "GB", "DE", "FR"]
+)
+
+# LOGGING -----------------------------------------------------------------------------
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+    },
+    "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
+}

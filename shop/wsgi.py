@@ -1,0 +1,8 @@
+"""WSGI entry point, served by gunicorn under `make run`."""
+
+import os
+
+from django.core.wsgi import get_wsgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "shop.settings")
+application = get_wsgi_application()
