@@ -40,25 +40,6 @@ def reservations_of(*, order_ref: int) -> list[StockReservation]:
     )
 
 
-def stock_held_by_order() -> dict[int, int]:
-    """Units still HELD, per order (for reconciliation)."""
-    rows = (
-        StockReservation.objects.filter(status=ReservationStatus.HELD)
-        .values("order_ref")
-        .annotate(units=Sum("quantity"))
-    )
-    return {row["order_ref"]: row["units"] for row in rows}
-
-
-def stock_committed_by_order() -> dict[int, int]:
-    rows = (
-        StockReservation.objects.filter(status=ReservationStatus.COMMITTED)
-        .values("order_ref")
-        .annotate(units=Sum("quantity"))
-    )
-    return {row["order_ref"]: row["units"] for row in rows}
-
-
 def product_counter_mismatches() -> list[dict]:
     """Products whose reserved/sold counters disagree with their reservations."""
     units: dict[tuple[int, str], int] = {
@@ -82,3 +63,18 @@ def product_counter_mismatches() -> list[dict]:
                 }
             )
     return mismatches
+
+
+def reservations_by_order() -> dict[int, dict[str, dict[str, int]]]:
+    """Every reservation as {order_ref: {status: {sku: quantity}}} (for reconciliation).
+
+    One query over all reservations: reconciliation compares them to orders in memory
+    rather than asking once per order.
+    """
+    by_order: dict[int, dict[str, dict[str, int]]] = {}
+    rows = StockReservation.objects.values_list(
+        "order_ref", "status", "product__sku", "quantity"
+    )
+    for order_ref, status, sku, quantity in rows:
+        by_order.setdefault(order_ref, {}).setdefault(status, {})[sku] = quantity
+    return by_order

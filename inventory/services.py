@@ -24,6 +24,15 @@ def product_create(*, sku: str, name: str, price, units: int = 0) -> Product:
 
 
 @transaction.atomic
+def product_update(*, sku: str, name: str, price) -> Product:
+    """Rename or reprice; the stock counts are left to the stock services."""
+    product = selectors.products_lock(skus=[sku])[sku]
+    product.name, product.price = name, price
+    product.save(update_fields=["name", "price", "updated_at"])
+    return product
+
+
+@transaction.atomic
 def product_restock(*, sku: str, units: int) -> Product:
     product = selectors.products_lock(skus=[sku])[sku]
     product.available += units

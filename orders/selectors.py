@@ -1,8 +1,8 @@
 """Reads and row locks of orders."""
 
-from django.db.models import QuerySet
+from django.db.models import Exists, OuterRef, QuerySet
 
-from orders.models import Order, OrderStatus
+from orders.models import Order, OrderLine, OrderStatus, Shipment
 
 
 def order_visible_to(*, user, order_id: int) -> Order | None:
@@ -29,3 +29,42 @@ def orders_with_status(*, status: str) -> QuerySet[Order]:
 
 def orders_ended() -> QuerySet[Order]:
     return Order.objects.exclude(status=OrderStatus.PENDING).order_by("pk")
+
+
+def orders_ended_with_lines() -> list[dict]:
+    """Every ended order as {order_id, status, total, saga_id, shipped, lines}.
+
+    ``lines`` is {sku: quantity}. Two queries in all. Orders are read before their
+    lines: lines never change once placed, so an order that ends in between still
+    finds all of its lines.
+    """
+    orders = list(
+        orders_ended()
+        .annotate(shipped=Exists(Shipment.objects.filter(order=OuterRef("pk"))))
+        .values_list("pk", "status", "total", "saga_id", "shipped")
+    )
+    lines: dict[int, dict[str, int]] = {}
+    rows = OrderLine.objects.exclude(order__status=OrderStatus.PENDING).values_list(
+        "order_id", "sku", "quantity"
+    )
+    for order_id, sku, quantity in rows:
+        lines.setdefault(order_id, {})[sku] = quantity
+    return [
+        {
+            "order_id": pk,
+            "status": status,
+            "total": total,
+            "saga_id": saga_id,
+            "shipped": shipped,
+            "lines": lines.get(pk, {}),
+        }
+        for pk, status, total, saga_id, shipped in orders
+    ]
+
+
+def order_list(*, user) -> QuerySet[Order]:
+    """The orders ``user`` may see (staff: all), newest first."""
+    orders = Order.objects.prefetch_related("lines").select_related("shipment")
+    if not user.is_staff:
+        orders = orders.filter(customer=user)
+    return orders.order_by("-pk")

@@ -22,6 +22,8 @@ from sagas.outbox import outbox_emit
 from sagas.services import saga_start
 
 CENT = Decimal("0.01")
+# The largest total Order.total (12 digits, 2 after the point) can hold.
+MAX_TOTAL = Decimal("9999999999.99")
 
 
 def order_place(
@@ -80,6 +82,8 @@ def _order_create(
     total = sum(
         (line.unit_price * line.quantity for line in lines), Decimal("0")
     ).quantize(CENT)
+    if total > MAX_TOTAL:  # refused here, not by the database as a 500
+        raise InvalidOrder({"items": [f"The order total {total} exceeds {MAX_TOTAL}."]})
     order = Order.objects.create(
         customer=customer,
         total=total,

@@ -2,7 +2,7 @@
 
 from decimal import Decimal
 
-from django.db.models import Sum
+from django.db.models import Prefetch, QuerySet, Sum
 
 from payments.models import Account, Payment, PaymentMethod, PaymentStatus
 
@@ -45,13 +45,6 @@ def payment_lock(*, order_ref: int) -> Payment | None:
     return Payment.objects.select_for_update().filter(order_ref=order_ref).first()
 
 
-def captured_by_order() -> dict[int, Decimal]:
-    rows = Payment.objects.filter(status=PaymentStatus.CAPTURED).values(
-        "order_ref", "amount"
-    )
-    return {row["order_ref"]: row["amount"] for row in rows}
-
-
 def account_money_mismatches() -> list[dict]:
     """Accounts where credited != balance + captured payments (money made or lost)."""
     captured = {
@@ -73,3 +66,39 @@ def account_money_mismatches() -> list[dict]:
                 }
             )
     return mismatches
+
+
+def payments_by_order() -> dict[int, dict]:
+    """Every payment as {order_ref: {payment_id, account_id, amount, status}}.
+
+    One query (a payment is unique per order): reconciliation compares payments to
+    orders in memory rather than asking once per order.
+    """
+    rows = Payment.objects.values_list(
+        "order_ref", "pk", "account_id", "amount", "status"
+    )
+    return {
+        order_ref: {
+            "payment_id": pk,
+            "account_id": account_id,
+            "amount": amount,
+            "status": status,
+        }
+        for order_ref, pk, account_id, amount, status in rows
+    }
+
+
+def account_with_methods_of(*, customer_id: int) -> Account | None:
+    """A customer's account with its payment methods (in pk order)."""
+    return _accounts_with_methods().filter(customer_id=customer_id).first()
+
+
+def account_with_methods(*, account_id: int) -> Account | None:
+    """An account by id with its payment methods (in pk order)."""
+    return _accounts_with_methods().filter(pk=account_id).first()
+
+
+def _accounts_with_methods() -> QuerySet[Account]:
+    return Account.objects.prefetch_related(
+        Prefetch("methods", queryset=PaymentMethod.objects.order_by("pk"))
+    )

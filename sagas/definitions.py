@@ -65,7 +65,7 @@ class RetryPolicy:
 
 
 DEFAULT_RETRY = RetryPolicy()
-FOREVER = RetryPolicy(max_retries=None)
+FOREVER = RetryPolicy(max_retries=None, max_backoff=300.0)
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,11 @@
 """Reads and row locks of the saga engine; every lock is taken in primary-key order."""
 
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 
-from django.db.models import Q, QuerySet
+from django.db.models import Prefetch, Q, QuerySet
 
-from sagas.models import ACTIVE_STATUSES, OutboxMessage, Saga, SagaStep
+from sagas.models import ACTIVE_STATUSES, OutboxMessage, Saga, SagaEvent, SagaStep
 from sagas.outbox import AbstractOutboxMessage
 
 
@@ -83,3 +84,20 @@ def outbox_claim(
 
 def outbox_pending_count(*, model: type[AbstractOutboxMessage]) -> int:
     return model.objects.filter(published_at__isnull=True).count()
+
+
+def saga_visible_to(*, user, saga_id: int) -> Saga | None:
+    """A saga with its steps and events, for staff or the user it runs for."""
+    sagas = Saga.objects.prefetch_related(
+        Prefetch("steps", queryset=SagaStep.objects.order_by("index")),
+        Prefetch("events", queryset=SagaEvent.objects.order_by("pk")),
+    )
+    if not user.is_staff:
+        sagas = sagas.filter(owner_id=user.pk)
+    return sagas.filter(pk=saga_id).first()
+
+
+def saga_statuses(*, saga_ids: Iterable[int | None]) -> dict[int, str]:
+    """The status of each saga named, by id; ids of no saga are absent."""
+    ids = [saga_id for saga_id in saga_ids if saga_id is not None]
+    return dict(Saga.objects.filter(pk__in=ids).values_list("pk", "status"))

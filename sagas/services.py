@@ -195,7 +195,7 @@ def _run_compensation(saga, steps, definition, index, started, timeout) -> None:
 
 def _run_end(saga, definition, started, timeout) -> None:
     if definition.on_compensated is not None:
-        definition.on_compensated(dict(saga.context), saga.error)
+        definition.on_compensated(dict(saga.context), _compensation_reason(saga))
     finished = _within_deadline(started, timeout)
     saga.move_to(SagaStatus.COMPENSATED)
     saga.finished_at, saga.deadline_at = finished, None
@@ -287,12 +287,13 @@ def _record_attempt(saga, steps, index, phase, reason, task_id) -> int:
 
 def _retry(saga, steps, definition, index, phase, attempts, reason) -> None:
     countdown = definition.retry_policy(index, phase).countdown(attempts)
-    _log(
-        saga,
-        SagaEventKind.RETRY_SCHEDULED,
-        _unit_name(saga, index, phase),
-        f"attempt {attempts} failed ({reason}); next attempt in {countdown:.1f}s",
-    )
+    if attempts <= 10 or attempts % 100 == 0:  # a step retried forever logs a sample
+        _log(
+            saga,
+            SagaEventKind.RETRY_SCHEDULED,
+            _unit_name(saga, index, phase),
+            f"attempt {attempts} failed ({reason}); next attempt in {countdown:.1f}s",
+        )
     saga.deadline_at = _deadline(definition, index, phase, extra=countdown)
     _save(saga, "deadline_at")
     _redispatch(
@@ -399,8 +400,9 @@ def saga_retry(*, saga_id: int, actor: str) -> Saga:
         detail = f"retried by {actor} after: {saga.error}"
         if _pivot_passed(steps, definition):
             step = steps[saga.current_step]
-            step.move_to(StepStatus.RUNNING)
-            step.save(update_fields=["status"])
+            if step.status == StepStatus.FAILED:
+                step.move_to(StepStatus.RUNNING)
+                step.save(update_fields=["status"])
             saga.move_to(SagaStatus.RUNNING)
         else:
             saga.move_to(SagaStatus.COMPENSATING)
@@ -438,6 +440,12 @@ def saga_cancel(*, saga_id: int, actor: str, reason: str = "") -> Saga:
 
 
 # HELPERS -----------------------------------------------------------------------------
+
+
+def _compensation_reason(saga: Saga) -> str:
+    """Why the saga is undone: its first cause, not a later failed compensation."""
+    started = saga.events.filter(kind=SagaEventKind.COMPENSATION_STARTED).last()
+    return started.detail if started else saga.error
 
 
 def _to_compensate(steps: list[SagaStep], definition: SagaDefinition) -> list[int]:

@@ -35,6 +35,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI served from here: no CDN needed
     "django_celery_results",
     "django_celery_beat",
     "shop",
@@ -88,6 +89,10 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=64 
 # DATABASE ----------------------------------------------------------------------------
 
 DATABASES = {"default": env.db("DATABASE_URL")}
+# Names another database on the same server: the test suite points its worker, relay
+# and beat processes at the test database this way.
+if env("DATABASE_NAME", default=""):
+    DATABASES["default"]["NAME"] = env("DATABASE_NAME")
 # Persistent connections for the web and the workers; a broken one is dropped and
 # reopened before the next request or task (see shop.celery).
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=600)
@@ -103,16 +108,21 @@ X_FRAME_OPTIONS = "DENY"
 # REST API ----------------------------------------------------------------------------
 
 REST_FRAMEWORK = {
+    # Token first: its WWW-Authenticate header makes anonymous requests 401, not 403.
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    # JSON only, read under DATA_UPLOAD_MAX_MEMORY_SIZE (see shop.parsers).
+    "DEFAULT_PARSER_CLASSES": ["shop.parsers.JSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "shop.schema.AutoSchema",
     "EXCEPTION_HANDLER": "shop.exceptions.api_exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    # Errors echo what the client sent; ASCII-escaped output can always be encoded,
+    # even a lone surrogate ("\ud800") that came in through JSON.
+    "UNICODE_JSON": False,
 }
 
 SPECTACULAR_SETTINGS = {
@@ -121,6 +131,18 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "PREPROCESSING_HOOKS": ["shop.schema.expand_method_views"],
+    "PATH_CONVERTER_OVERRIDES": {"sku": str},
+    # Several models have a "status"; each enum gets its model's name.
+    "ENUM_NAME_OVERRIDES": {
+        "OrderStatusEnum": "orders.models.OrderStatus",
+        "SagaStatusEnum": "sagas.models.SagaStatus",
+        "StepStatusEnum": "sagas.models.StepStatus",
+        "SagaEventKindEnum": "sagas.models.SagaEventKind",
+    },
 }
 
 # CELERY ------------------------------------------------------------------------------

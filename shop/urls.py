@@ -1,8 +1,22 @@
 """URL routes: the admin, the REST API and its OpenAPI schema and docs."""
 
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from shop.apis import HealthApi
+
+api_patterns = [
+    path("", include("orders.urls")),
+    path("", include("sagas.urls")),
+    path("", include("inventory.urls")),
+    path("", include("payments.urls")),
+    path("health/", HealthApi.as_view(), name="health"),
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+]
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("api/", include(api_patterns)),
 ]

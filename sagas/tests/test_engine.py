@@ -1,0 +1,260 @@
+"""The engine's decisions, called directly: once-only steps, retry, compensate, give up.
+
+These tests call the lifecycle services the Celery tasks call, in order, without a
+worker; the end-to-end tests in tests/ prove the same through real processes.
+"""
+
+from datetime import timedelta
+
+import pytest
+from billiard.exceptions import SoftTimeLimitExceeded
+from django.db import OperationalError, connection, transaction
+from django.utils import timezone
+
+from inventory.exceptions import InsufficientStock
+from inventory.tests.factories import product_make
+from orders.models import Order, OrderStatus
+from orders.tests.factories import order_make
+from payments.tests.factories import customer_make
+from sagas import registry, services
+from sagas.definitions import Phase
+from sagas.exceptions import ActionNotAllowed, TransientError
+from sagas.models import OutboxMessage, Saga, SagaEventKind, SagaStatus, StepStatus
+from sagas.services import FailureKind, StepOutcome, classify
+
+pytestmark = pytest.mark.django_db
+
+PURCHASE = registry.definition("purchase")
+RESERVE, CHARGE, SHIP, CONFIRM = range(4)
+
+
+@pytest.fixture
+def saga() -> Saga:
+    product_make(sku="TEA", units=10)
+    user, method = customer_make()
+    order = order_make(customer=user, payment_method_id=method.pk)
+    return Saga.objects.get(pk=order.saga_id)
+
+
+def run(saga, index, phase=Phase.ACTION) -> StepOutcome:
+    return services.saga_step_run(
+        saga_id=saga.pk, definition=PURCHASE, index=index, phase=phase, task_id="t"
+    )
+
+
+def fail(saga, index, error, phase=Phase.ACTION) -> Saga:
+    services.saga_step_failed(
+        saga_id=saga.pk,
+        definition=PURCHASE,
+        index=index,
+        phase=phase,
+        error=error,
+        task_id="t",
+    )
+    saga.refresh_from_db()
+    return saga
+
+
+def dispatches(saga) -> list[dict]:
+    rows = OutboxMessage.objects.filter(aggregate_id=str(saga.pk)).order_by("pk")
+    return [{"topic": r.topic, **r.payload} for r in rows]
+
+
+def statuses(saga) -> list[str]:
+    return list(saga.steps.order_by("index").values_list("status", flat=True))
+
+
+def test_starting_a_saga_writes_its_launch_in_the_callers_transaction(saga):
+    assert saga.status == SagaStatus.PENDING
+    assert statuses(saga) == [StepStatus.PENDING] * 4
+    [launch] = dispatches(saga)
+    assert (launch["topic"], launch["direction"], launch["from_step"]) == (
+        "SagaStarted",
+        "forward",
+        0,
+    )
+
+
+def test_a_saga_started_in_a_rolled_back_transaction_leaves_nothing():
+    product_make(sku="TEA")
+    user, _ = customer_make()
+    with pytest.raises(RuntimeError), transaction.atomic():
+        services.saga_start(name="purchase", context={"order_id": 1}, owner_id=user.pk)
+        raise RuntimeError("the caller fails after starting the saga")
+    assert not Saga.objects.exists()
+    assert not OutboxMessage.objects.exists()
+
+
+def test_steps_run_in_order_and_each_only_once(saga):
+    assert [run(saga, i) for i in range(4)] == [StepOutcome.APPLIED] * 4
+    saga.refresh_from_db()
+    assert saga.status == SagaStatus.COMPLETED
+    assert statuses(saga) == [StepStatus.SUCCEEDED] * 4
+    # Delivered again later, every step finds the saga over and does nothing.
+    assert [run(saga, i) for i in range(4)] == [StepOutcome.STALE] * 4
+    assert list(saga.steps.values_list("attempts", flat=True)) == [1, 1, 1, 1]
+
+
+def test_a_duplicate_of_a_done_step_lets_its_chain_go_on_while_the_saga_runs(saga):
+    run(saga, RESERVE)
+    assert run(saga, RESERVE) is StepOutcome.DUPLICATE
+    assert run(saga, SHIP) is StepOutcome.STALE  # not its turn
+
+
+def test_a_business_error_compensates_what_succeeded_at_once(saga):
+    run(saga, RESERVE)
+    saga = fail(saga, CHARGE, InsufficientStock("TEA", 2, 0))
+    assert saga.status == SagaStatus.COMPENSATING
+    assert statuses(saga) == [
+        StepStatus.SUCCEEDED,
+        StepStatus.FAILED,
+        "PENDING",
+        "PENDING",
+    ]
+    assert dispatches(saga)[-1]["topic"] == "SagaCompensating"
+    assert dispatches(saga)[-1]["steps"] == [RESERVE]
+
+    assert run(saga, RESERVE, Phase.COMPENSATION) is StepOutcome.APPLIED
+    assert run(saga, -1, Phase.END) is StepOutcome.APPLIED
+    saga.refresh_from_db()
+    assert saga.status == SagaStatus.COMPENSATED
+    order = Order.objects.get(saga_id=saga.pk)
+    assert order.status == OrderStatus.CANCELLED
+    assert "insufficient stock" in order.cancel_reason
+
+
+def test_a_transient_error_is_retried_with_backoff_until_the_budget_runs_out(saga):
+    for attempt in (1, 2, 3):
+        saga = fail(saga, RESERVE, TransientError("gateway"))
+        assert saga.status == SagaStatus.PENDING
+        retry = dispatches(saga)[-1]
+        assert (retry["topic"], retry["from_step"]) == ("SagaStepRetry", RESERVE)
+        assert (
+            0.9 * 2 ** (attempt - 1) <= retry["countdown"] <= 1.1 * 2 ** (attempt - 1)
+        )
+    saga = fail(saga, RESERVE, TransientError("gateway"))
+    assert saga.status == SagaStatus.COMPENSATING
+    assert saga.steps.get(index=RESERVE).attempts == 4
+    assert saga.events.filter(kind=SagaEventKind.RETRY_SCHEDULED).count() == 3
+
+
+def test_an_unexpected_error_counts_as_transient():
+    assert classify(ValueError("boom")) is FailureKind.TRANSIENT
+    assert classify(OperationalError("connection lost")) is FailureKind.TRANSIENT
+
+
+def test_a_statement_timeout_counts_as_a_timeout(saga):
+    with (
+        pytest.raises(OperationalError) as caught,
+        transaction.atomic(),
+        connection.cursor() as cursor,
+    ):
+        cursor.execute("SET LOCAL statement_timeout = 10")
+        cursor.execute("SELECT pg_sleep(1)")
+    assert classify(caught.value) is FailureKind.TIMEOUT
+
+
+def test_a_timeout_before_the_pivot_compensates_and_after_it_retries(saga):
+    run(saga, RESERVE)
+    run(saga, CHARGE)
+    run(saga, SHIP)
+    saga = fail(saga, CONFIRM, SoftTimeLimitExceeded())
+    assert saga.status == SagaStatus.RUNNING  # past the pivot: only forward
+    assert dispatches(saga)[-1]["topic"] == "SagaStepRetry"
+    with pytest.raises(ActionNotAllowed, match="pivot"):
+        services.saga_cancel(saga_id=saga.pk, actor="ops")
+
+    product_make(sku="MATE", units=5)
+    user, method = customer_make(username="bo")
+    other = Saga.objects.get(
+        pk=order_make(
+            customer=user,
+            payment_method_id=method.pk,
+            items=[{"sku": "MATE", "quantity": 1}],
+        ).saga_id
+    )
+    run(other, RESERVE)
+    other = fail(other, CHARGE, SoftTimeLimitExceeded())
+    assert other.status == SagaStatus.COMPENSATING
+
+
+def test_a_business_error_after_the_pivot_needs_an_operator(saga, caplog):
+    for index in (RESERVE, CHARGE, SHIP):
+        run(saga, index)
+    saga = fail(saga, CONFIRM, InsufficientStock("TEA", 1, 0))
+    assert saga.status == SagaStatus.FAILED
+    assert "needs attention" in caplog.text and str(saga.pk) in caplog.text
+    with pytest.raises(ActionNotAllowed, match="only a running saga"):
+        services.saga_cancel(saga_id=saga.pk, actor="ops")
+
+    services.saga_retry(saga_id=saga.pk, actor="ops")
+    saga.refresh_from_db()
+    assert saga.status == SagaStatus.RUNNING
+    assert dispatches(saga)[-1]["topic"] == "SagaRetriedByOperator"
+    assert run(saga, CONFIRM) is StepOutcome.APPLIED
+
+
+def test_a_compensation_that_keeps_failing_fails_the_saga_and_can_be_retried(saga):
+    run(saga, RESERVE)
+    fail(saga, CHARGE, InsufficientStock("TEA", 2, 0))
+    for _ in range(4):
+        saga = fail(
+            saga, RESERVE, TransientError("stock service down"), Phase.COMPENSATION
+        )
+    assert saga.status == SagaStatus.FAILED
+    assert saga.steps.get(index=RESERVE).compensation_attempts == 4
+
+    services.saga_retry(saga_id=saga.pk, actor="ops")
+    saga.refresh_from_db()
+    assert saga.status == SagaStatus.COMPENSATING
+    assert dispatches(saga)[-1]["steps"] == [RESERVE]
+    run(saga, RESERVE, Phase.COMPENSATION)
+    run(saga, -1, Phase.END)
+    saga.refresh_from_db()
+    assert saga.status == SagaStatus.COMPENSATED
+    # The order is cancelled for the first cause, not for the failed compensation.
+    assert "insufficient stock" in Order.objects.get(saga_id=saga.pk).cancel_reason
+
+
+def test_an_operator_cancel_compensates_a_running_saga(saga):
+    run(saga, RESERVE)
+    services.saga_cancel(saga_id=saga.pk, actor="ops", reason="fraud check")
+    saga.refresh_from_db()
+    assert saga.status == SagaStatus.COMPENSATING
+    assert "cancelled by ops: fraud check" in saga.error
+    assert saga.steps.get(index=CHARGE).status == StepStatus.PENDING  # never ran
+    assert run(saga, CHARGE) is StepOutcome.STALE  # its queued message is ignored
+    assert saga.events.filter(kind=SagaEventKind.OPERATOR_CANCEL, actor="ops").exists()
+    with pytest.raises(ActionNotAllowed):
+        services.saga_retry(saga_id=saga.pk, actor="ops")
+
+
+def test_recovery_resends_overdue_work_unless_the_relay_still_holds_it(saga):
+    Saga.objects.filter(pk=saga.pk).update(
+        deadline_at=timezone.now() - timedelta(seconds=1)
+    )
+    assert services.sagas_recover() == 1  # its launch is still pending in the outbox
+    assert not saga.events.filter(kind=SagaEventKind.RECOVERED).exists()
+
+    OutboxMessage.objects.update(published_at=timezone.now())
+    Saga.objects.filter(pk=saga.pk).update(
+        deadline_at=timezone.now() - timedelta(seconds=1)
+    )
+    assert services.sagas_recover() == 1
+    saga.refresh_from_db()
+    assert saga.recoveries == 1
+    assert saga.deadline_at > timezone.now()
+    assert dispatches(saga)[-1]["topic"] == "SagaRecovered"
+    assert services.sagas_recover() == 0  # not overdue any more
+
+
+def test_work_lost_again_and_again_counts_as_a_timeout(saga, settings):
+    OutboxMessage.objects.update(published_at=timezone.now())
+    Saga.objects.filter(pk=saga.pk).update(
+        recoveries=settings.SAGA_MAX_RECOVERIES,
+        deadline_at=timezone.now() - timedelta(seconds=1),
+    )
+    services.sagas_recover()
+    saga.refresh_from_db()
+    assert saga.status == SagaStatus.COMPENSATING
+    assert "no progress after" in saga.error

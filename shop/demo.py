@@ -1,0 +1,296 @@
+"""The unattended demo: a batch of orders covering every scenario, placed over REST.
+
+It seeds the demo data, places the orders against a running system, waits for every
+saga to end, prints what happened and how long it took, and checks the invariants.
+"""
+
+import json
+import statistics
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from inventory import selectors as inventory_selectors
+from inventory.services import product_restock
+from orders.reconcile import reconcile
+from sagas.faults import parse as parse_faults
+from shop.celery import app as celery_app
+from shop.seeding import SCARCE_SKU, demo_data_seed
+
+SCARCE_UNITS = 20
+CONTENDERS = 30
+
+
+@dataclass
+class Placed:
+    scenario: str
+    customer: dict
+    submitted: float  # client clock, seconds since the epoch
+    status_code: int
+    body: dict
+    order: dict = field(default_factory=dict)
+    saga: dict = field(default_factory=dict)
+
+
+@dataclass
+class Scenario:
+    name: str
+    expected: str  # e.g. "CONFIRMED", "CANCELLED", "20 CONFIRMED + 10 CANCELLED", "400"
+    requests: list = field(default_factory=list)  # (customer, body, headers)
+
+    def check(self, placed: list[Placed]) -> bool:
+        return _describe(placed) == self.expected
+
+
+class Api:
+    def __init__(self, url: str) -> None:
+        self.url = url.rstrip("/")
+
+    def call(self, method: str, path: str, token: str, body=None, headers=None):
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(
+            self.url + path,
+            data=data,
+            method=method,
+            headers={
+                "Authorization": f"Token {token}",
+                "Content-Type": "application/json",
+            }
+            | (headers or {}),
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, json.load(response)
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read() or b"{}")
+
+
+def run_demo(*, url: str, write) -> int:
+    api = Api(url)
+    data = demo_data_seed()
+    _top_up_scarce_stock()
+    faults = parse_faults(_faults_setting())
+    write(
+        f"demo: {len(data['customers'])} customers, products "
+        + ", ".join(f"{p['sku']}" for p in data["products"])
+    )
+    if faults:
+        write("demo: fault injection is ON: " + ", ".join(map(str, faults)))
+
+    scenarios = _scenarios(data)
+    started = time.time()
+    placed = _place_all(api, [s for s in scenarios if s.name != "method deactivated"])
+    placed += _place_with_method_deactivated(
+        api, _by_name(scenarios, "method deactivated")
+    )
+    _wait_for_sagas(api, placed)
+    elapsed = time.time() - started
+
+    ok = _report(write, scenarios, placed, elapsed, faults_on=bool(faults))
+    report = reconcile()
+    write(f"reconciliation: {len(report.violations)} violations")
+    for violation in report.violations:
+        write(f"  {violation}")
+    return 0 if ok and not report.violations else 1
+
+
+def _faults_setting() -> str:
+    from django.conf import settings
+
+    return settings.SAGA_FAULTS
+
+
+def _top_up_scarce_stock() -> None:
+    """Each demo starts with the scarce product at its limit, so contention shows."""
+    product = inventory_selectors.product_get(sku=SCARCE_SKU)
+    if product.available < SCARCE_UNITS:
+        product_restock(sku=SCARCE_SKU, units=SCARCE_UNITS - product.available)
+
+
+def _scenarios(data: dict) -> list[Scenario]:
+    customers = {c["username"]: c for c in data["customers"]}
+    rich = [customers[n] for n in ("alice", "bob", "carol", "dave", "erin")]
+
+    def order(customer, items, ship_to="JP", headers=None):
+        body = {
+            "items": [{"sku": sku, "quantity": qty} for sku, qty in items.items()],
+            "payment_method_id": customer["payment_method_id"],
+            "ship_to": ship_to,
+        }
+        return (customer, body, headers or {})
+
+    replay_key = {"Idempotency-Key": f"demo-{time.time_ns()}"}
+    return [
+        Scenario(
+            "confirmed",
+            "10 CONFIRMED",
+            [order(c, {"SENCHA": 2, "MATCHA": 1}) for c in rich for _ in range(2)],
+        ),
+        Scenario(
+            f"{CONTENDERS} orders for {SCARCE_UNITS} {SCARCE_SKU}",
+            f"{CONTENDERS - SCARCE_UNITS} CANCELLED + {SCARCE_UNITS} CONFIRMED",
+            [order(rich[i % len(rich)], {SCARCE_SKU: 1}) for i in range(CONTENDERS)],
+        ),
+        Scenario(
+            "insufficient balance",
+            "1 CANCELLED",
+            [order(customers["pat"], {"SENCHA": 1})],
+        ),
+        Scenario(
+            "shipment refused (AQ)",
+            "1 CANCELLED",
+            [order(customers["bob"], {"HOJICHA": 1}, ship_to="AQ")],
+        ),
+        Scenario(
+            "idempotency key replayed",
+            "2 CONFIRMED (1 order)",
+            [order(customers["carol"], {"HOJICHA": 3}, headers=replay_key)] * 2,
+        ),
+        Scenario(
+            "bad input",
+            "1 rejected 400",
+            [(customers["erin"], {"items": [], "payment_method_id": 0}, {})],
+        ),
+        Scenario(
+            "method deactivated",
+            "1 CANCELLED",
+            [order(customers["dave"], {"MATCHA": 1})],
+        ),
+    ]
+
+
+def _place_all(api: Api, scenarios: list[Scenario]) -> list[Placed]:
+    jobs = [(s.name, *request) for s in scenarios for request in s.requests]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return list(pool.map(lambda job: _place(api, *job), jobs))
+
+
+def _place(
+    api: Api, scenario: str, customer: dict, body: dict, headers: dict
+) -> Placed:
+    submitted = time.time()
+    status, answer = api.call("POST", "/api/orders/", customer["token"], body, headers)
+    return Placed(scenario, customer, submitted, status, answer)
+
+
+def _place_with_method_deactivated(api: Api, scenario: Scenario) -> list[Placed]:
+    """Deactivate the method after the order is accepted but before it is charged.
+
+    The workers stop taking saga steps meanwhile (what an operator does from Flower),
+    so the deactivation lands first, every time.
+    """
+    [(customer, body, headers)] = scenario.requests
+    celery_app.control.cancel_consumer("sagas", reply=True, timeout=5)
+    try:
+        placed = _place(api, scenario.name, customer, body, headers)
+        method = body["payment_method_id"]
+        api.call(
+            "POST", f"/api/payment-methods/{method}/deactivate/", customer["token"]
+        )
+    finally:
+        celery_app.control.add_consumer("sagas", reply=True, timeout=5)
+    return [placed]
+
+
+def _wait_for_sagas(api: Api, placed: list[Placed], timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    waiting = [p for p in placed if p.status_code == 202]
+    while waiting and time.time() < deadline:
+        still = []
+        for p in waiting:
+            _, p.saga = api.call(
+                "GET", f"/api/sagas/{p.body['saga_id']}/", p.customer["token"]
+            )
+            if p.saga.get("status") in ("COMPLETED", "COMPENSATED", "FAILED"):
+                _, p.order = api.call(
+                    "GET", f"/api/orders/{p.body['order_id']}/", p.customer["token"]
+                )
+            else:
+                still.append(p)
+        waiting = still
+        time.sleep(0.5 if waiting else 0)
+
+
+def _report(write, scenarios, placed, elapsed, *, faults_on: bool) -> bool:
+    by_scenario: dict[str, list[Placed]] = {}
+    for p in placed:
+        by_scenario.setdefault(p.scenario, []).append(p)
+    rows = [("scenario", "outcome", "expected", "")]
+    ok = True
+    for scenario in scenarios:
+        group = by_scenario[scenario.name]
+        outcome = _describe(group)
+        ended = all(
+            p.status_code != 202 or p.saga.get("status") in ("COMPLETED", "COMPENSATED")
+            for p in group
+        )
+        passed = ended if faults_on else scenario.check(group)
+        ok &= passed
+        mark = "ok" if passed else "UNEXPECTED"
+        rows.append(
+            (
+                scenario.name,
+                outcome,
+                "every saga ended" if faults_on else scenario.expected,
+                mark,
+            )
+        )
+    widths = [max(len(str(r[i])) for r in rows) for i in range(4)]
+    for row in rows:
+        write(
+            "  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True))
+        )
+
+    latencies = [
+        (_when(p.saga["finished_at"]) - p.submitted) * 1000
+        for p in placed
+        if p.status_code == 202
+        and p.scenario != "method deactivated"
+        and p.saga.get("finished_at")
+    ]
+    if latencies:
+        latencies.sort()
+        p95 = latencies[min(len(latencies) - 1, round(0.95 * len(latencies)) - 1)]
+        write(
+            f"sagas: {len(latencies)} timed, placing the order to its end: "
+            f"p50 {statistics.median(latencies):.0f} ms, p95 {p95:.0f} ms, "
+            f"max {latencies[-1]:.0f} ms; whole batch {elapsed:.1f} s"
+        )
+    reasons = Counter(
+        p.order.get("cancel_reason", "").split(":")[0]
+        for p in placed
+        if p.order.get("cancel_reason")
+    )
+    for step, count in sorted(reasons.items()):
+        write(f"cancelled at {step}: {count}")
+    return ok
+
+
+def _describe(group: list[Placed]) -> str:
+    rejected = [p for p in group if p.status_code != 202]
+    if rejected:
+        return f"{len(rejected)} rejected " + ",".join(
+            sorted({str(p.status_code) for p in rejected})
+        )
+    statuses = Counter(p.order.get("status", "?") for p in group)
+    text = " + ".join(f"{n} {s}" for s, n in sorted(statuses.items()))
+    orders = {p.body["order_id"] for p in group}
+    if len(orders) != len(group):
+        text += (
+            f" ({len(orders)} order)"
+            if len(orders) == 1
+            else f" ({len(orders)} orders)"
+        )
+    return text
+
+
+def _by_name(scenarios: list[Scenario], name: str) -> Scenario:
+    return next(s for s in scenarios if s.name == name)
+
+
+def _when(timestamp: str) -> float:
+    return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()

@@ -1,0 +1,16 @@
+"""Run the demo batch against a running system (`make demo` starts one first)."""
+
+from django.core.management.base import BaseCommand, CommandError
+
+from shop.demo import run_demo
+
+
+class Command(BaseCommand):
+    help = "Place a batch of orders covering every scenario over REST and report them."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--url", default="http://127.0.0.1:8000")
+
+    def handle(self, *args, url: str, **options) -> None:
+        if run_demo(url=url, write=self.stdout.write) != 0:
+            raise CommandError("the demo did not end as expected")

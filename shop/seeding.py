@@ -1,0 +1,93 @@
+"""Demo data: products (one scarce), customers with money and tokens, a staff user.
+
+Idempotent: what exists is kept (and reported as it is now), what is missing is created.
+"""
+
+import hashlib
+import hmac
+from decimal import Decimal
+
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.db import transaction
+from rest_framework.authtoken.models import Token
+
+from inventory import selectors as inventory_selectors
+from inventory.services import product_create
+from payments import selectors as payments_selectors
+from payments.services import account_create, payment_method_create
+
+PRODUCTS = [
+    # sku, name, price, units
+    ("SENCHA", "Sencha green tea, 100 g", "12.50", 500),
+    ("MATCHA", "Ceremonial matcha, 30 g", "28.00", 300),
+    ("HOJICHA", "Roasted hojicha, 100 g", "9.80", 500),
+    ("KYUSU", "Tokoname kyusu teapot (limited)", "45.00", 20),  # scarce on purpose
+]
+CUSTOMERS = [
+    # username, balance
+    ("alice", "2000.00"),
+    ("bob", "2000.00"),
+    ("carol", "2000.00"),
+    ("dave", "2000.00"),
+    ("erin", "2000.00"),
+    ("pat", "3.00"),  # cannot afford anything
+]
+STAFF = "operator"
+SCARCE_SKU = "KYUSU"
+
+
+@transaction.atomic
+def demo_data_seed() -> dict:
+    products = [_product(*row) for row in PRODUCTS]
+    customers = [_customer(name, Decimal(balance)) for name, balance in CUSTOMERS]
+    return {"staff": _staff(), "customers": customers, "products": products}
+
+
+def _product(sku: str, name: str, price: str, units: int) -> dict:
+    product = inventory_selectors.product_get(sku=sku) or product_create(
+        sku=sku, name=name, price=Decimal(price), units=units
+    )
+    return {
+        "sku": product.sku,
+        "price": str(product.price),
+        "available": product.available,
+    }
+
+
+def _customer(username: str, balance: Decimal) -> dict:
+    user, _ = User.objects.get_or_create(username=username)
+    account = payments_selectors.account_of(customer_id=user.pk) or account_create(
+        customer=user, balance=balance
+    )
+    methods = [
+        m
+        for m in payments_selectors.payment_methods_of(customer_id=user.pk)
+        if m.active
+    ]
+    method = (
+        methods[0]
+        if methods
+        else payment_method_create(customer_id=user.pk, label="card")
+    )
+    return {
+        "id": user.pk,
+        "username": username,
+        "token": Token.objects.get_or_create(user=user)[0].key,
+        "balance": str(account.balance),
+        "payment_method_id": method.pk,
+    }
+
+
+def _staff() -> dict:
+    user, _ = User.objects.get_or_create(
+        username=STAFF, defaults={"is_staff": True, "is_superuser": True}
+    )
+    # Derived from the local secret key: stable across runs, never in the repository.
+    password = hmac.new(settings.SECRET_KEY.encode(), b"demo-staff", hashlib.sha256)
+    password = password.hexdigest()[:20]
+    if not user.check_password(password):
+        user.set_password(password)
+        user.save(update_fields=["password"])
+    token = Token.objects.get_or_create(user=user)[0].key
+    return {"username": STAFF, "password": password, "token": token}

@@ -1,0 +1,57 @@
+"""Reads of the project's health: the database, the broker, the faults switched on."""
+
+from django.conf import settings
+from django.db import connection
+from kombu import Connection
+
+from sagas import faults
+
+# Together under the ~3 s a load balancer waits: a broker that is down answers at once
+# (connection refused); one that accepts but never replies is cut off by these.
+BROKER_TIMEOUT = 2.0
+
+
+def health_database() -> str:
+    """``"ok"``, or why ``SELECT 1`` failed."""
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+    except Exception as exc:
+        return _describe(exc)
+    return "ok"
+
+
+def health_broker() -> str:
+    """``"ok"``, or why no connection to the broker could be opened now.
+
+    Reads ``CELERY_BROKER_URL`` at call time (the Celery app caches its configuration)
+    and connects once, without the retries a worker would make.
+    """
+    broker = Connection(
+        settings.CELERY_BROKER_URL,
+        connect_timeout=BROKER_TIMEOUT,
+        transport_options={
+            **settings.CELERY_BROKER_TRANSPORT_OPTIONS,
+            "socket_connect_timeout": BROKER_TIMEOUT,
+            "socket_timeout": BROKER_TIMEOUT,
+        },
+    )
+    try:
+        broker.ensure_connection(
+            max_retries=1, interval_start=0, interval_step=0, timeout=BROKER_TIMEOUT
+        )
+    except Exception as exc:
+        return _describe(exc)
+    finally:
+        broker.release()
+    return "ok"
+
+
+def health_faults() -> list[str]:
+    """The SAGA_FAULTS entries in force, e.g. ``["payments.charge:transient:0.2"]``."""
+    return [str(fault) for fault in faults.parse(settings.SAGA_FAULTS)]
+
+
+def _describe(exc: Exception) -> str:
+    return f"{exc.__class__.__name__}: {exc}"

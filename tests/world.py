@@ -1,0 +1,89 @@
+"""A small shop for end-to-end tests, built through the apps' own services."""
+
+import itertools
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from django.contrib.auth.models import User
+from django.db import connection
+from rest_framework.test import APIClient
+
+from inventory.services import product_create
+from payments.services import account_create, payment_method_create
+from sagas.models import ENDED_STATUSES, Saga, SagaStatus
+from tests.cluster import wait_until
+
+_ids = itertools.count(1)
+
+
+@dataclass
+class Customer:
+    user: User
+    method_id: int
+    client: APIClient = field(repr=False)
+
+    def order(
+        self, items: dict[str, int], *, ship_to: str = "JP", key: str | None = None
+    ):
+        """Place an order through the REST API; return the response."""
+        body = {
+            "items": [{"sku": sku, "quantity": qty} for sku, qty in items.items()],
+            "payment_method_id": self.method_id,
+            "ship_to": ship_to,
+        }
+        headers = {"HTTP_IDEMPOTENCY_KEY": key} if key else {}
+        return self.client.post("/api/orders/", body, format="json", **headers)
+
+
+def customer(balance: Decimal | str = "1000.00") -> Customer:
+    user = User.objects.create_user(
+        username=f"customer{next(_ids)}"
+    )  # no password: no hashing
+    account_create(customer=user, balance=Decimal(balance))
+    method = payment_method_create(customer_id=user.pk, label="card")
+    client = APIClient()
+    client.force_authenticate(user)
+    return Customer(user=user, method_id=method.pk, client=client)
+
+
+def product(sku: str, *, price: str = "10.00", units: int = 100):
+    return product_create(sku=sku, name=sku.title(), price=Decimal(price), units=units)
+
+
+def in_threads(function, arguments, *, workers: int = 8) -> list:
+    """Call ``function`` on each argument from a pool of threads, as concurrent clients.
+
+    Each thread opens its own database connection; it is closed when its call ends,
+    or the test database could not be dropped at the end of the run.
+    """
+
+    def call(argument):
+        try:
+            return function(argument)
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(call, arguments))
+
+
+def wait_ended(saga_ids, *, timeout: float = 60.0) -> list[Saga]:
+    """Wait until every saga is COMPLETED or COMPENSATED (or FAILED); return them."""
+    ids = list(saga_ids)
+    done = {*ENDED_STATUSES, SagaStatus.FAILED}
+
+    def ended():
+        sagas = list(Saga.objects.filter(pk__in=ids).order_by("pk"))
+        return (
+            sagas
+            if all(s.status in done for s in sagas) and len(sagas) == len(ids)
+            else None
+        )
+
+    def stuck():
+        return str(list(Saga.objects.filter(pk__in=ids).exclude(status__in=done)[:5]))
+
+    return wait_until(
+        ended, timeout=timeout, what=f"{len(ids)} sagas to end", on_timeout=stuck
+    )
