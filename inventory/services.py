@@ -97,9 +97,12 @@ def _settle(order_ref: int, outcome: str, topic: str) -> None:
             reserved=F("reserved") - reservation.quantity,
             **{moved_to: F(moved_to) + reservation.quantity},
         )
-        reservation.move_to(outcome)
-        reservation.updated_at = timezone.now()
-    StockReservation.objects.bulk_update(held, ["status", "updated_at"])
+        reservation.move_to(
+            outcome
+        )  # checks the move; one UPDATE below stores them all
+    StockReservation.objects.filter(pk__in=[r.pk for r in held]).update(
+        status=outcome, updated_at=timezone.now()
+    )
     _emit(topic, order_ref, [(r.product.sku, r.quantity) for r in held])
 
 

@@ -144,23 +144,29 @@ def _run_action(saga, steps, definition, index, started, task_id, timeout) -> No
         task_id,
         "",
     )
-    changed = [step]
+    step.save(
+        update_fields=[
+            "status",
+            "attempts",
+            "started_at",
+            "finished_at",
+            "task_id",
+            "error",
+        ]
+    )
     saga.context = {**saga.context, **result}
     if saga.status == SagaStatus.PENDING:
         saga.move_to(SagaStatus.RUNNING)
     if index + 1 < len(definition.steps):
         following = steps[index + 1]
         following.move_to(StepStatus.RUNNING)
-        changed.append(following)
+        following.save(update_fields=["status"])
         saga.current_step = index + 1
         saga.deadline_at = _deadline(definition, index + 1, Phase.ACTION, now=finished)
     else:
         saga.move_to(SagaStatus.COMPLETED)
         saga.finished_at, saga.deadline_at = finished, None
     saga.recoveries = 0
-    SagaStep.objects.bulk_update(
-        changed, ["status", "attempts", "started_at", "finished_at", "task_id", "error"]
-    )
     _save(
         saga,
         "status",

@@ -31,6 +31,7 @@ CUSTOMERS = [
     ("carol", "2000.00"),
     ("dave", "2000.00"),
     ("erin", "2000.00"),
+    ("frank", "2000.00"),  # the demo deactivates his card while an order is pending
     ("pat", "3.00"),  # cannot afford anything
 ]
 STAFF = "operator"
