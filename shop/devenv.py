@@ -355,7 +355,12 @@ def system_processes(*, concurrency: int = 4) -> dict[str, list[str]]:
 
 
 class Supervisor:
-    """Start named processes, prefix their output, stop them all together."""
+    """Start named processes, prefix their output, restart any that dies, stop them all.
+
+    A process that dies is started again, as a service manager would, so a killed
+    worker is a fault the system recovers from; one that keeps dying (5 times in a
+    minute) stops everything.
+    """
 
     def __init__(self, commands: dict[str, list[str]]) -> None:
         self.commands = commands
@@ -364,33 +369,43 @@ class Supervisor:
         self.stopping = threading.Event()
 
     def start(self) -> None:
-        for name, command in self.commands.items():
-            proc = subprocess.Popen(
-                command,
-                cwd=BASE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-                bufsize=1,
-                start_new_session=True,  # Ctrl-C reaches only us
-            )
-            self.procs[name] = proc
-            threading.Thread(target=self._pump, args=(name, proc), daemon=True).start()
+        for name in self.commands:
+            self._spawn(name)
+
+    def _spawn(self, name: str) -> None:
+        proc = subprocess.Popen(
+            self.commands[name],
+            cwd=BASE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+            start_new_session=True,  # Ctrl-C reaches only us
+        )
+        self.procs[name] = proc
+        threading.Thread(target=self._pump, args=(name, proc), daemon=True).start()
 
     def _pump(self, name: str, proc: subprocess.Popen) -> None:
         for line in proc.stdout:
             print(f"{name:<{self.width}} | {line}", end="", flush=True)
 
     def watch(self) -> int:
-        """Block until a signal or until a process dies; return an exit code."""
+        """Block until a signal (0) or until a process keeps dying (1)."""
+        deaths: dict[str, list[float]] = {name: [] for name in self.commands}
         while not self.stopping.is_set():
-            for name, proc in self.procs.items():
-                if proc.poll() is not None:
-                    print(
-                        f"devenv: {name} exited with {proc.returncode}; stopping",
-                        flush=True,
-                    )
+            for name, proc in list(self.procs.items()):
+                if proc.poll() is None:
+                    continue
+                now = time.monotonic()
+                deaths[name] = [t for t in deaths[name] if now - t < 60] + [now]
+                if len(deaths[name]) >= 5:
+                    print(f"devenv: {name} keeps dying; stopping", flush=True)
                     return 1
+                print(
+                    f"devenv: {name} exited ({proc.returncode}); restarting it",
+                    flush=True,
+                )
+                self._spawn(name)
             self.stopping.wait(0.5)
         return 0
 
@@ -484,7 +499,8 @@ def cmd_test(args: list[str]) -> int:
 
 
 def cmd_demo() -> int:
-    with system(announce=False):
+    with system(announce=False) as supervisor:
+        threading.Thread(target=supervisor.watch, daemon=True).start()
         wait_healthy()
         url = f"--url=http://{WEB[0]}:{WEB[1]}"
         return subprocess.run([PYTHON, str(BASE / "manage.py"), "demo", url]).returncode

@@ -1,6 +1,8 @@
 """Demo data: products (one scarce), customers with money and tokens, a staff user.
 
 Idempotent: what exists is kept (and reported as it is now), what is missing is created.
+With ``refill``, stock and balances below their demo levels are brought back up to them
+through the apps' services, so every demo run starts from the same place.
 """
 
 import hashlib
@@ -17,25 +19,25 @@ from inventory.services import product_create
 from payments import selectors as payments_selectors
 from payments.services import account_create, payment_method_create
 
+SCARCE_SKU, SCARCE_UNITS = "KYUSU", 20  # scarce on purpose, so contention shows
 PRODUCTS = [
     # sku, name, price, units
-    ("SENCHA", "Sencha green tea, 100 g", "12.50", 500),
-    ("MATCHA", "Ceremonial matcha, 30 g", "28.00", 300),
-    ("HOJICHA", "Roasted hojicha, 100 g", "9.80", 500),
-    ("KYUSU", "Tokoname kyusu teapot (limited)", "45.00", 20),  # scarce on purpose
+    ("SENCHA", "Sencha green tea, 100 g", "12.50", 1000),
+    ("MATCHA", "Ceremonial matcha, 30 g", "28.00", 1000),
+    ("HOJICHA", "Roasted hojicha, 100 g", "9.80", 1000),
+    (SCARCE_SKU, "Tokoname kyusu teapot (limited)", "45.00", SCARCE_UNITS),
 ]
 CUSTOMERS = [
     # username, balance
-    ("alice", "2000.00"),
-    ("bob", "2000.00"),
-    ("carol", "2000.00"),
-    ("dave", "2000.00"),
-    ("erin", "2000.00"),
-    ("frank", "2000.00"),  # the demo deactivates his card while an order is pending
+    ("alice", "10000.00"),
+    ("bob", "10000.00"),
+    ("carol", "10000.00"),
+    ("dave", "10000.00"),
+    ("erin", "10000.00"),
+    ("frank", "10000.00"),  # the demo deactivates his card while an order is pending
     ("pat", "3.00"),  # cannot afford anything
 ]
 STAFF = "operator"
-SCARCE_SKU = "KYUSU"
 
 
 @transaction.atomic

@@ -10,7 +10,10 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--url", default="http://127.0.0.1:8000")
+        parser.add_argument(
+            "--batch", type=int, default=0, help="also place this many plain orders"
+        )
 
-    def handle(self, *args, url: str, **options) -> None:
-        if run_demo(url=url, write=self.stdout.write) != 0:
+    def handle(self, *args, url: str, batch: int, **options) -> None:
+        if run_demo(url=url, write=self.stdout.write, batch=batch) != 0:
             raise CommandError("the demo did not end as expected")
