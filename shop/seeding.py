@@ -15,9 +15,9 @@ from django.db import transaction
 from rest_framework.authtoken.models import Token
 
 from inventory import selectors as inventory_selectors
-from inventory.services import product_create
+from inventory.services import product_create, product_restock
 from payments import selectors as payments_selectors
-from payments.services import account_create, payment_method_create
+from payments.services import account_create, account_credit, payment_method_create
 
 SCARCE_SKU, SCARCE_UNITS = "KYUSU", 20  # scarce on purpose, so contention shows
 PRODUCTS = [
@@ -41,16 +41,20 @@ STAFF = "operator"
 
 
 @transaction.atomic
-def demo_data_seed() -> dict:
-    products = [_product(*row) for row in PRODUCTS]
-    customers = [_customer(name, Decimal(balance)) for name, balance in CUSTOMERS]
+def demo_data_seed(*, refill: bool = False) -> dict:
+    products = [_product(*row, refill=refill) for row in PRODUCTS]
+    customers = [
+        _customer(name, Decimal(balance), refill=refill) for name, balance in CUSTOMERS
+    ]
     return {"staff": _staff(), "customers": customers, "products": products}
 
 
-def _product(sku: str, name: str, price: str, units: int) -> dict:
+def _product(sku: str, name: str, price: str, units: int, *, refill: bool) -> dict:
     product = inventory_selectors.product_get(sku=sku) or product_create(
         sku=sku, name=name, price=Decimal(price), units=units
     )
+    if refill and product.available < units:
+        product = product_restock(sku=sku, units=units - product.available)
     return {
         "sku": product.sku,
         "price": str(product.price),
@@ -58,11 +62,13 @@ def _product(sku: str, name: str, price: str, units: int) -> dict:
     }
 
 
-def _customer(username: str, balance: Decimal) -> dict:
+def _customer(username: str, balance: Decimal, *, refill: bool) -> dict:
     user, _ = User.objects.get_or_create(username=username)
     account = payments_selectors.account_of(customer_id=user.pk) or account_create(
         customer=user, balance=balance
     )
+    if refill and account.balance < balance:
+        account = account_credit(customer_id=user.pk, amount=balance - account.balance)
     methods = [
         m
         for m in payments_selectors.payment_methods_of(customer_id=user.pk)
