@@ -17,6 +17,7 @@ from datetime import datetime
 from orders.reconcile import reconcile
 from sagas.faults import parse as parse_faults
 from shop.celery import app as celery_app
+from shop.chaos import Kill, WorkerKiller
 from shop.seeding import SCARCE_SKU, SCARCE_UNITS, demo_data_seed
 
 CONTENDERS = 30
@@ -68,7 +69,7 @@ class Api:
             return error.code, json.loads(error.read() or b"{}")
 
 
-def run_demo(*, url: str, write, batch: int = 0) -> int:
+def run_demo(*, url: str, write, batch: int = 0, kill_worker: int = 0) -> int:
     api = Api(url)
     data = demo_data_seed(refill=True)
     faults = parse_faults(_faults_setting())
@@ -82,7 +83,11 @@ def run_demo(*, url: str, write, batch: int = 0) -> int:
     scenarios = _scenarios(data, batch=batch)
     started = time.time()
     placed = _place_all(api, [s for s in scenarios if s.name != "method deactivated"])
+    killer = WorkerKiller(saga_ids=_saga_ids(placed), times=kill_worker)
+    if kill_worker:
+        killer.start()
     _wait_for_sagas(api, placed)
+    killer.done.set()
     late = _place_with_method_deactivated(
         api, _by_name(scenarios, "method deactivated")
     )
@@ -91,6 +96,7 @@ def run_demo(*, url: str, write, batch: int = 0) -> int:
     elapsed = time.time() - started
 
     ok = _report(write, scenarios, placed, elapsed, faults_on=bool(faults))
+    _recoveries(write, placed, killer.kills, started)
     report = reconcile()
     write(f"reconciliation: {len(report.violations)} violations")
     for violation in report.violations:
@@ -283,6 +289,32 @@ def _troubles(write, placed) -> None:
         f"retries: {len(retried)} sagas retried a step ({extra} extra attempts); "
         f"{len(recovered)} sagas had lost work sent again by the recovery sweep"
     )
+
+
+def _recoveries(write, placed: list[Placed], kills: list[Kill], started: float) -> None:
+    """For each kill: the sagas it caught in flight, and when the last of them ended."""
+    for n, kill in enumerate(kills, 1):
+        caught = [
+            p
+            for p in placed
+            if p.saga.get("finished_at")
+            and _when(p.saga["finished_at"]) > kill.at
+            and p.submitted < kill.at
+        ]
+        recovered = [
+            p for p in caught if any(e["kind"] == "RECOVERED" for e in p.saga["events"])
+        ]
+        last = max((_when(p.saga["finished_at"]) for p in caught), default=kill.at)
+        write(
+            f"kill {n}: {kill.processes} worker processes killed "
+            f"{kill.at - started:.1f} s into the run, {len(caught)} sagas in flight "
+            f"({len(recovered)} had lost work sent again by the recovery sweep); "
+            f"the last of them ended {last - kill.at:.1f} s after the kill"
+        )
+
+
+def _saga_ids(placed: list[Placed]) -> list[int]:
+    return [p.body["saga_id"] for p in placed if p.status_code == 202]
 
 
 def _describe(group: list[Placed]) -> str:

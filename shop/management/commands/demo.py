@@ -13,7 +13,17 @@ class Command(BaseCommand):
         parser.add_argument(
             "--batch", type=int, default=0, help="also place this many plain orders"
         )
+        parser.add_argument(
+            "--kill-worker",
+            type=int,
+            default=0,
+            metavar="N",
+            help="kill -9 the Celery worker N times while the orders are processed",
+        )
 
-    def handle(self, *args, url: str, batch: int, **options) -> None:
-        if run_demo(url=url, write=self.stdout.write, batch=batch) != 0:
+    def handle(self, *args, url: str, batch: int, kill_worker: int, **options) -> None:
+        ok = run_demo(
+            url=url, write=self.stdout.write, batch=batch, kill_worker=kill_worker
+        )
+        if ok != 0:
             raise CommandError("the demo did not end as expected")
