@@ -367,6 +367,7 @@ class Supervisor:
         self.procs: dict[str, subprocess.Popen] = {}
         self.width = max(len(n) for n in commands)
         self.stopping = threading.Event()
+        self._lock = threading.Lock()  # a restart and a stop never interleave
 
     def start(self) -> None:
         for name in self.commands:
@@ -401,15 +402,20 @@ class Supervisor:
                 if len(deaths[name]) >= 5:
                     print(f"devenv: {name} keeps dying; stopping", flush=True)
                     return 1
-                print(
-                    f"devenv: {name} exited ({proc.returncode}); restarting it",
-                    flush=True,
-                )
-                self._spawn(name)
+                with self._lock:
+                    if self.stopping.is_set():
+                        break
+                    print(
+                        f"devenv: {name} exited ({proc.returncode}); restarting",
+                        flush=True,
+                    )
+                    self._spawn(name)
             self.stopping.wait(0.5)
         return 0
 
     def stop(self, timeout: float = 20.0) -> None:
+        with self._lock:
+            self.stopping.set()  # first: watch() restarts nothing from now on
         for proc in self.procs.values():
             if proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
