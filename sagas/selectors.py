@@ -5,7 +5,14 @@ from datetime import datetime, timedelta
 
 from django.db.models import Prefetch, Q, QuerySet
 
-from sagas.models import ACTIVE_STATUSES, OutboxMessage, Saga, SagaEvent, SagaStep
+from sagas.models import (
+    ACTIVE_STATUSES,
+    OutboxMessage,
+    Saga,
+    SagaEvent,
+    SagaStatus,
+    SagaStep,
+)
 from sagas.outbox import AbstractOutboxMessage
 
 
@@ -55,11 +62,14 @@ def saga_list(*, status: str | None = None, name: str | None = None) -> QuerySet
     return sagas.order_by("-pk")
 
 
-def saga_status_counts() -> dict[str, int]:
-    from django.db.models import Count
-
-    rows = Saga.objects.values("status").annotate(n=Count("id"))
-    return {row["status"]: row["n"] for row in rows}
+def sagas_needing_attention(*, now: datetime) -> dict[str, int]:
+    """How many sagas gave up (FAILED) and how many are overdue (stuck, for now)."""
+    return {
+        "failed": Saga.objects.filter(status=SagaStatus.FAILED).count(),
+        "stuck": Saga.objects.filter(
+            status__in=ACTIVE_STATUSES, deadline_at__lt=now
+        ).count(),
+    }
 
 
 def outbox_claim(

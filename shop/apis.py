@@ -23,6 +23,10 @@ class HealthApi(APIView):
         faults = serializers.ListField(
             child=serializers.CharField(), help_text="SAGA_FAULTS entries in force."
         )
+        sagas = serializers.DictField(
+            child=serializers.IntegerField(),
+            help_text='Sagas needing attention: {"failed": n, "stuck": n}.',
+        )
 
     @extend_schema(responses={200: OutputSerializer, 503: OutputSerializer})
     def get(self, request):
@@ -30,6 +34,7 @@ class HealthApi(APIView):
             "database": selectors.health_database(),
             "broker": selectors.health_broker(),
             "faults": selectors.health_faults(),
+            "sagas": selectors.health_sagas(),
         }
         healthy = report["database"] == "ok" and report["broker"] == "ok"
         data = self.OutputSerializer({"status": "ok" if healthy else "error", **report})

@@ -2,9 +2,11 @@
 
 from django.conf import settings
 from django.db import connection
+from django.utils import timezone
 from kombu import Connection
 
 from sagas import faults
+from sagas import selectors as saga_selectors
 
 # Together under the ~3 s a load balancer waits: a broker that is down answers at once
 # (connection refused); one that accepts but never replies is cut off by these.
@@ -46,6 +48,12 @@ def health_broker() -> str:
     finally:
         broker.release()
     return "ok"
+
+
+def health_sagas() -> dict[str, int]:
+    """Sagas an operator should look at: FAILED ones, and overdue ones not yet
+    recovered. Reported, not judged: the service itself is healthy either way."""
+    return saga_selectors.sagas_needing_attention(now=timezone.now())
 
 
 def health_faults() -> list[str]:

@@ -21,6 +21,7 @@ def test_healthy_with_the_real_database_and_broker():
         "database": "ok",
         "broker": "ok",
         "faults": [],
+        "sagas": {"failed": 0, "stuck": 0},
     }
 
 
@@ -90,3 +91,28 @@ def test_the_faults_in_force_are_listed(settings):
         "payments.charge:transient:0.2",
         "inventory.reserve:delay=3s:0.05",
     ]
+
+
+def test_failed_and_overdue_sagas_are_counted_without_failing_the_check():
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from sagas.models import Saga, SagaStatus
+
+    Saga.objects.create(name="purchase", status=SagaStatus.FAILED)
+    Saga.objects.create(
+        name="purchase",
+        status=SagaStatus.RUNNING,
+        deadline_at=timezone.now() - timedelta(minutes=5),
+    )
+    Saga.objects.create(
+        name="purchase",
+        status=SagaStatus.RUNNING,
+        deadline_at=timezone.now() + timedelta(minutes=5),
+    )
+
+    response = APIClient().get(URL)
+
+    assert response.status_code == 200
+    assert response.json()["sagas"] == {"failed": 1, "stuck": 1}
