@@ -26,13 +26,17 @@ def check_visibility_timeout(app_configs, **kwargs) -> list[checks.CheckMessage]
     visibility = settings.CELERY_BROKER_TRANSPORT_OPTIONS.get(
         "visibility_timeout", 3600
     )
+    from sagas.tasks import HARD_LIMIT_SLACK
+
     longest = 0.0
     for definition in registry.definitions():
         for index, phase in definition.tasks():
             policy = definition.retry_policy(max(index, 0), phase)
-            longest = max(
-                longest, unit_timeout(definition, index, phase) + policy.max_backoff
-            )
+            # The longest a message can be held: the hard time limit of its run, or
+            # the longest countdown (with its jitter) before it runs.
+            held = unit_timeout(definition, index, phase) + HARD_LIMIT_SLACK
+            countdown = policy.max_backoff * (1 + policy.jitter)
+            longest = max(longest, held + countdown)
     if longest >= visibility:
         return [
             checks.Error(

@@ -58,9 +58,9 @@ class RetryPolicy:
 
     def countdown(self, attempts: int) -> float:
         """Seconds to wait before the attempt that follows ``attempts`` failed ones."""
-        delay = min(
-            self.max_backoff, self.backoff * self.factor ** max(attempts - 1, 0)
-        )
+        # The exponent is capped: a step retried for days must not overflow a float.
+        exponent = min(max(attempts - 1, 0), 64)
+        delay = min(self.max_backoff, self.backoff * self.factor**exponent)
         return round(delay * random.uniform(1 - self.jitter, 1 + self.jitter), 3)
 
 
@@ -107,20 +107,20 @@ class SagaDefinition:
     def task_name(self, index: int, phase: Phase) -> str:
         """The task name shown in Flower, e.g. ``purchase.refund_payment``."""
         if phase is Phase.END:
-            return f"{self.name}.{self.on_compensated.__name__}"
+            hook = self.on_compensated
+            return f"{self.name}.{hook.__name__ if hook else 'compensated'}"
         if phase is Phase.COMPENSATION:
             return f"{self.name}.{self.steps[index].compensate.__name__}"
         return f"{self.name}.{self.steps[index].name}"
 
     def tasks(self) -> list[tuple[int, Phase]]:
-        """Every (step index, phase) that runs as a task; END uses index -1."""
+        """Every (step index, phase) that runs as a task; END (index -1) always runs,
+        with or without an ``on_compensated`` hook: it is what ends a compensation."""
         units = [(i, Phase.ACTION) for i in range(len(self.steps))]
         units += [
             (i, Phase.COMPENSATION) for i, s in enumerate(self.steps) if s.compensate
         ]
-        if self.on_compensated:
-            units.append((-1, Phase.END))
-        return units
+        return [*units, (-1, Phase.END)]
 
 
 def _validate(definition: SagaDefinition) -> None:

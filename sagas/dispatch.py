@@ -41,7 +41,16 @@ def dispatch_backward(
 
 
 def _emit(saga: Saga, topic: str, plan: dict, countdown: float) -> None:
-    payload = {"saga_id": saga.pk, "saga": saga.name, "countdown": countdown, **plan}
+    # A new generation: whatever an earlier dispatch still has in flight is now stale.
+    saga.generation += 1
+    saga.save(update_fields=["generation"])
+    payload = {
+        "saga_id": saga.pk,
+        "saga": saga.name,
+        "generation": saga.generation,
+        "countdown": countdown,
+        **plan,
+    }
     outbox_emit(OutboxMessage, topic=topic, aggregate_id=saga.pk, payload=payload)
 
 
@@ -57,11 +66,11 @@ def dispatch_signature(payload: dict) -> Signature:
         ]
     else:
         units = [(i, Phase.COMPENSATION) for i in payload["steps"]] + [(-1, Phase.END)]
-    saga_id = payload["saga_id"]
+    args = (payload["saga_id"], payload["generation"])
     steps = [
-        registry.unit_for(definition, i, phase).task.si(saga_id) for i, phase in units
+        registry.unit_for(definition, i, phase).task.si(*args) for i, phase in units
     ]
-    return chain(*steps).on_error(step_failed.s(saga_id))
+    return chain(*steps).on_error(step_failed.s(*args))
 
 
 @route(

@@ -71,6 +71,10 @@ class Saga(models.Model):
     # When the work in flight counts as lost if nothing has moved by then.
     deadline_at = models.DateTimeField(null=True, blank=True)
     recoveries = models.PositiveSmallIntegerField(default=0)
+    # Bumped by every dispatch; a task or errback of an older one is stale, so a saga
+    # has one live chain at a time however often its work was sent.
+    generation = models.PositiveIntegerField(default=0)
+    end_attempts = models.PositiveSmallIntegerField(default=0)  # of on_compensated
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     finished_at = models.DateTimeField(null=True, blank=True)

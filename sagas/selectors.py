@@ -38,11 +38,11 @@ def sagas_overdue_lock(*, now: datetime, limit: int) -> list[Saga]:
     )
 
 
-def saga_dispatch_pending(*, saga_id: int) -> bool:
-    """Is an event that will send this saga's next chain still waiting for the relay?"""
-    return OutboxMessage.objects.filter(
-        published_at__isnull=True, aggregate_id=str(saga_id)
-    ).exists()
+def saga_last_dispatch(*, saga_id: int) -> OutboxMessage | None:
+    """The newest event that sent (or is to send) this saga's work."""
+    return (
+        OutboxMessage.objects.filter(aggregate_id=str(saga_id)).order_by("-pk").first()
+    )
 
 
 def saga_get(*, saga_id: int) -> Saga | None:

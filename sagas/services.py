@@ -30,6 +30,10 @@ from sagas.models import (
 
 logger = logging.getLogger(__name__)
 
+# A saga the recovery sweep could not handle (a bug, a removed definition) is looked at
+# again after this long, so that it does not hold the front of every sweep.
+BROKEN_SAGA_BACKOFF = 300.0
+
 
 class StepOutcome(StrEnum):
     APPLIED = "applied"  # the work was done now
@@ -84,7 +88,13 @@ def saga_start(
 
 
 def saga_step_run(
-    *, saga_id: int, definition: SagaDefinition, index: int, phase: Phase, task_id: str
+    *,
+    saga_id: int,
+    generation: int,
+    definition: SagaDefinition,
+    index: int,
+    phase: Phase,
+    task_id: str,
 ) -> StepOutcome:
     """Do one unit of a saga (an action, a compensation or the end) exactly once."""
     started = timezone.now()
@@ -93,7 +103,7 @@ def saga_step_run(
         if saga is None:
             return StepOutcome.STALE
         steps = selectors.saga_steps(saga=saga)
-        verdict = _verdict(saga, steps, definition, index, phase)
+        verdict = _verdict(saga, steps, definition, index, phase, generation)
         if verdict is not None:
             return verdict
         timeout = unit_timeout(definition, index, phase)
@@ -113,8 +123,11 @@ def _verdict(
     definition: SagaDefinition,
     index: int,
     phase: Phase,
+    generation: int,
 ) -> StepOutcome | None:
     """None if this unit is due now; otherwise why it is not."""
+    if generation != saga.generation:
+        return StepOutcome.STALE  # sent by a dispatch that a later one replaced
     if phase is Phase.ACTION:
         if saga.status not in (SagaStatus.PENDING, SagaStatus.RUNNING):
             return StepOutcome.STALE
@@ -194,7 +207,8 @@ def _run_compensation(saga, steps, definition, index, started, timeout) -> None:
         ]
     )
     saga.current_step = index
-    saga.deadline_at = _deadline(definition, -1, Phase.END, now=finished)
+    next_unit = _current_unit(saga, steps, definition)
+    saga.deadline_at = _deadline(definition, *next_unit, now=finished)
     saga.recoveries = 0
     _save(saga, "current_step", "deadline_at", "recoveries")
 
@@ -214,10 +228,12 @@ def _run_end(saga, definition, started, timeout) -> None:
 def saga_step_failed(
     *,
     saga_id: int,
+    generation: int,
     definition: SagaDefinition,
     index: int,
     phase: Phase,
-    error: BaseException,
+    kind: "FailureKind",
+    reason: str,
     task_id: str,
 ) -> None:
     """Record a failed attempt, then retry it, compensate, or mark the saga FAILED."""
@@ -226,14 +242,12 @@ def saga_step_failed(
         if saga is None:
             return
         steps = selectors.saga_steps(saga=saga)
-        if _verdict(saga, steps, definition, index, phase) is not None:
-            return  # a duplicate delivery failed, or the saga already moved on
-        _handle_failure(saga, steps, definition, index, phase, error, task_id)
+        if _verdict(saga, steps, definition, index, phase, generation) is not None:
+            return  # a stale or duplicate copy failed, or the saga already moved on
+        _handle_failure(saga, steps, definition, index, phase, kind, reason, task_id)
 
 
-def _handle_failure(saga, steps, definition, index, phase, error, task_id="") -> None:
-    kind = classify(error)
-    reason = f"{definition.task_name(index, phase)}: {_describe(error)}"
+def _handle_failure(saga, steps, definition, index, phase, kind, reason, task_id=""):
     attempts = _record_attempt(saga, steps, index, phase, reason, task_id)
     policy = definition.retry_policy(index, phase)
     if phase is not Phase.ACTION:
@@ -258,6 +272,8 @@ def _handle_failure(saga, steps, definition, index, phase, error, task_id="") ->
 
 
 def classify(error: BaseException) -> FailureKind:
+    """Business errors compensate at once, timeouts depend on the pivot, the rest is
+    transient (an unexpected error included) and retried up to the step's limit."""
     if isinstance(error, BusinessError):
         return FailureKind.BUSINESS
     if isinstance(error, (StepTimeout, SoftTimeLimitExceeded, TimeLimitExceeded)):
@@ -270,13 +286,9 @@ def classify(error: BaseException) -> FailureKind:
 def _record_attempt(saga, steps, index, phase, reason, task_id) -> int:
     now = timezone.now()
     if phase is Phase.END:
-        return (
-            1
-            + saga.events.filter(
-                kind=SagaEventKind.RETRY_SCHEDULED,
-                step_name=_unit_name(saga, index, phase),
-            ).count()
-        )
+        saga.end_attempts += 1
+        _save(saga, "end_attempts")
+        return saga.end_attempts
     step = steps[index]
     if phase is Phase.COMPENSATION:
         step.compensation_attempts += 1
@@ -315,9 +327,9 @@ def _compensate(saga, steps, definition, reason) -> None:
         current.move_to(StepStatus.FAILED if current.attempts else StepStatus.PENDING)
         current.save(update_fields=["status"])
     saga.move_to(SagaStatus.COMPENSATING)
-    saga.error = reason
-    saga.deadline_at = _deadline(definition, -1, Phase.END)
-    _save(saga, "status", "error", "deadline_at")
+    saga.error, saga.recoveries = reason, 0  # new work, a fresh recovery budget
+    saga.deadline_at = _deadline(definition, *_current_unit(saga, steps, definition))
+    _save(saga, "status", "error", "recoveries", "deadline_at")
     _log(saga, SagaEventKind.COMPENSATION_STARTED, current.name, reason)
     dispatch.dispatch_backward(
         saga,
@@ -332,8 +344,8 @@ def _fail(saga, reason, step: SagaStep | None = None) -> None:
         step.move_to(StepStatus.FAILED)
         step.save(update_fields=["status"])
     saga.move_to(SagaStatus.FAILED)
-    saga.error, saga.deadline_at = reason, None
-    _save(saga, "status", "error", "deadline_at")
+    saga.error, saga.deadline_at, saga.recoveries = reason, None, 0
+    _save(saga, "status", "error", "deadline_at", "recoveries")
     _log(saga, SagaEventKind.FAILED, step.name if step else "", reason)
     logger.error(
         "saga %s (%s) FAILED and needs attention: %s",
@@ -359,22 +371,46 @@ def sagas_recover(*, limit: int = 100) -> int:
     with transaction.atomic(durable=True):
         overdue = selectors.sagas_overdue_lock(now=now, limit=limit)
         for saga in overdue:
-            _recover(saga, now)
+            try:
+                with transaction.atomic():  # a savepoint: one bad saga stops no other
+                    _recover(saga, now)
+            except Exception:
+                logger.exception("saga %s could not be recovered", saga.pk)
+                Saga.objects.filter(pk=saga.pk).update(
+                    deadline_at=now + timedelta(seconds=BROKEN_SAGA_BACKOFF)
+                )
     return len(overdue)
 
 
 def _recover(saga: Saga, now: datetime) -> None:
     definition = registry.definition(saga.name)
-    if selectors.saga_dispatch_pending(saga_id=saga.pk):
-        # Its next chain is still in the outbox: the relay will send it.
+    steps = selectors.saga_steps(saga=saga)
+    index, phase = _current_unit(saga, steps, definition)
+    last = selectors.saga_last_dispatch(saga_id=saga.pk)
+    if last is not None and last.published_at is None:
+        # Its work is still in the outbox (the relay or broker is behind): wait.
         saga.deadline_at = now + timedelta(seconds=settings.SAGA_RECOVERY_GRACE)
         _save(saga, "deadline_at")
         return
-    steps = selectors.saga_steps(saga=saga)
-    index, phase = _current_unit(saga, steps, definition)
+    if last is not None:
+        # Counted from when the work went out, not from when it was decided.
+        due = last.published_at + timedelta(
+            seconds=last.payload.get("countdown", 0)
+            + unit_timeout(definition, index, phase)
+            + settings.SAGA_RECOVERY_GRACE
+        )
+        if due > now:
+            saga.deadline_at = due
+            _save(saga, "deadline_at")
+            return
     if saga.recoveries >= settings.SAGA_MAX_RECOVERIES:
-        error = StepTimeout(f"no progress after {saga.recoveries} recoveries")
-        _handle_failure(saga, steps, definition, index, phase, error)
+        reason = (
+            f"{definition.task_name(index, phase)}: "
+            f"no progress after {saga.recoveries} recoveries"
+        )
+        _handle_failure(
+            saga, steps, definition, index, phase, FailureKind.TIMEOUT, reason
+        )
         return
     saga.recoveries += 1
     backoff = unit_timeout(definition, index, phase) * (2 ** (saga.recoveries - 1))
@@ -404,22 +440,24 @@ def saga_retry(*, saga_id: int, actor: str) -> Saga:
         definition = registry.definition(saga.name)
         steps = selectors.saga_steps(saga=saga)
         detail = f"retried by {actor} after: {saga.error}"
+        # Whatever gave up gets a fresh retry budget; this event keeps the old count.
         if _pivot_passed(steps, definition):
             step = steps[saga.current_step]
+            detail += f" ({step.attempts} attempts)"
             if step.status == StepStatus.FAILED:
                 step.move_to(StepStatus.RUNNING)
-                step.save(update_fields=["status"])
+            step.attempts = 0
+            step.save(update_fields=["status", "attempts"])
             saga.move_to(SagaStatus.RUNNING)
         else:
             saga.move_to(SagaStatus.COMPENSATING)
-            # A fresh retry budget for the compensation that gave up; the audit trail
-            # keeps the earlier attempts.
             SagaStep.objects.filter(saga=saga).update(compensation_attempts=0)
+            saga.end_attempts = 0
         saga.recoveries = 0
         saga.deadline_at = _deadline(
             definition, *_current_unit(saga, steps, definition)
         )
-        _save(saga, "status", "recoveries", "deadline_at")
+        _save(saga, "status", "recoveries", "end_attempts", "deadline_at")
         _log(saga, SagaEventKind.OPERATOR_RETRY, "", detail, actor=actor)
         _redispatch(saga, steps, definition, topic=dispatch.Topic.OPERATOR_RETRY)
     return saga
@@ -524,7 +562,8 @@ def _unit_name(saga: Saga, index: int, phase: Phase) -> str:
     return registry.definition(saga.name).task_name(index, phase).split(".", 1)[1]
 
 
-def _describe(error: BaseException) -> str:
+def describe(error: BaseException) -> str:
+    """An error as one line: its class and message, for step records and logs."""
     text = str(error) or error.__class__.__name__
     return f"{error.__class__.__name__}: {text}"[:2000]
 

@@ -5,13 +5,14 @@ from datetime import timedelta
 from celery import Task, shared_task
 from celery.exceptions import Ignore
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import InterfaceError, OperationalError
 
 from sagas import registry, relay, services
 from sagas.definitions import Phase, SagaDefinition
 from sagas.exceptions import BusinessError
 
 SAGA_QUEUE = "sagas"
+HARD_LIMIT_SLACK = 10.0  # seconds between a step's soft and hard time limits
 
 
 class SagaStepTask(Task):
@@ -32,9 +33,10 @@ def step_task(definition: SagaDefinition, index: int, phase: Phase) -> Task:
     """Create and register the task that runs one action, compensation or end."""
     timeout = services.unit_timeout(definition, index, phase)
 
-    def run(self: Task, saga_id: int) -> None:
+    def run(self: Task, saga_id: int, generation: int) -> None:
         outcome = services.saga_step_run(
             saga_id=saga_id,
+            generation=generation,
             definition=definition,
             index=index,
             phase=phase,
@@ -55,27 +57,60 @@ def step_task(definition: SagaDefinition, index: int, phase: Phase) -> Task:
         # The soft limit interrupts a stalled step, which then rolls back and counts as
         # timed out; the hard limit replaces a process that ignores it.
         soft_time_limit=timeout,
-        time_limit=timeout + 10,
+        time_limit=timeout + HARD_LIMIT_SLACK,
     )
 
 
 @shared_task(name="sagas.step_failed")
-def step_failed(request, exc, traceback, saga_id: int) -> None:
-    """The errback of every saga chain: record the failed attempt and decide what next.
+def step_failed(request, exc, traceback, saga_id: int, generation: int) -> None:
+    """The errback of every saga chain: hand the failure over to record_failure.
 
-    Celery calls an errback of this signature inline, in the worker that ran the failed
-    task (in its main process after a lost child), and swallows what it raises; if this
-    write is lost, the recovery sweep finds the saga overdue and sends the work again.
+    Celery calls an errback of this signature inline, in the pool process whose task
+    failed (in the main process after a lost child), under that task's time limits,
+    and swallows what it raises. So it only classifies the error, which needs the
+    exception itself, and sends the rest on; if that message is lost, the recovery
+    sweep finds the saga overdue and sends its work again.
     """
-    close_old_connections()
     unit = registry.unit(request.task)
+    record_failure.apply_async(
+        kwargs={
+            "saga_id": saga_id,
+            "generation": generation,
+            "task_name": unit.name,
+            "kind": services.classify(exc),
+            "reason": f"{unit.name}: {services.describe(exc)}",
+            "task_id": request.id or "",
+        }
+    )
+
+
+@shared_task(
+    name="sagas.record_failure",
+    base=SagaStepTask,
+    autoretry_for=(OperationalError, InterfaceError),
+    retry_backoff=True,
+    max_retries=5,
+)
+def record_failure(
+    *,
+    saga_id: int,
+    generation: int,
+    task_name: str,
+    kind: str,
+    reason: str,
+    task_id: str,
+) -> None:
+    """Record a failed attempt and decide: retry, compensate, or give up (FAILED)."""
+    unit = registry.unit(task_name)
     services.saga_step_failed(
         saga_id=saga_id,
+        generation=generation,
         definition=unit.definition,
         index=unit.index,
         phase=unit.phase,
-        error=exc,
-        task_id=request.id or "",
+        kind=services.FailureKind(kind),
+        reason=reason,
+        task_id=task_id,
     )
 
 

@@ -17,7 +17,8 @@ from orders.models import Order, OrderStatus
 from orders.tests.factories import order_make
 from payments.tests.factories import customer_make
 from sagas import registry, services
-from sagas.definitions import Phase
+from sagas.definitions import Phase, SagaDefinition, Step
+from sagas.dispatch import dispatch_signature
 from sagas.exceptions import ActionNotAllowed, TransientError
 from sagas.models import OutboxMessage, Saga, SagaEventKind, SagaStatus, StepStatus
 from sagas.services import FailureKind, StepOutcome, classify
@@ -36,23 +37,38 @@ def saga() -> Saga:
     return Saga.objects.get(pk=order.saga_id)
 
 
-def run(saga, index, phase=Phase.ACTION) -> StepOutcome:
+def run(saga, index, phase=Phase.ACTION, *, generation=None, definition=PURCHASE):
+    """What a step task does: by default as the saga's live chain would."""
     return services.saga_step_run(
-        saga_id=saga.pk, definition=PURCHASE, index=index, phase=phase, task_id="t"
+        saga_id=saga.pk,
+        generation=generation or live_generation(saga),
+        definition=definition,
+        index=index,
+        phase=phase,
+        task_id="t",
     )
 
 
-def fail(saga, index, error, phase=Phase.ACTION) -> Saga:
+def fail(
+    saga, index, error, phase=Phase.ACTION, *, generation=None, definition=PURCHASE
+):
+    """What the errback and record_failure do when a step raises ``error``."""
     services.saga_step_failed(
         saga_id=saga.pk,
-        definition=PURCHASE,
+        generation=generation or live_generation(saga),
+        definition=definition,
         index=index,
         phase=phase,
-        error=error,
+        kind=classify(error),
+        reason=services.describe(error),
         task_id="t",
     )
     saga.refresh_from_db()
     return saga
+
+
+def live_generation(saga) -> int:
+    return Saga.objects.values_list("generation", flat=True).get(pk=saga.pk)
 
 
 def dispatches(saga) -> list[dict]:
@@ -236,7 +252,8 @@ def test_recovery_resends_overdue_work_unless_the_relay_still_holds_it(saga):
     assert services.sagas_recover() == 1  # its launch is still pending in the outbox
     assert not saga.events.filter(kind=SagaEventKind.RECOVERED).exists()
 
-    OutboxMessage.objects.update(published_at=timezone.now())
+    an_hour_ago = timezone.now() - timedelta(hours=1)
+    OutboxMessage.objects.update(published_at=an_hour_ago)  # sent, and then lost
     Saga.objects.filter(pk=saga.pk).update(
         deadline_at=timezone.now() - timedelta(seconds=1)
     )
@@ -249,7 +266,7 @@ def test_recovery_resends_overdue_work_unless_the_relay_still_holds_it(saga):
 
 
 def test_work_lost_again_and_again_counts_as_a_timeout(saga, settings):
-    OutboxMessage.objects.update(published_at=timezone.now())
+    OutboxMessage.objects.update(published_at=timezone.now() - timedelta(hours=1))
     Saga.objects.filter(pk=saga.pk).update(
         recoveries=settings.SAGA_MAX_RECOVERIES,
         deadline_at=timezone.now() - timedelta(seconds=1),
@@ -258,3 +275,106 @@ def test_work_lost_again_and_again_counts_as_a_timeout(saga, settings):
     saga.refresh_from_db()
     assert saga.status == SagaStatus.COMPENSATING
     assert "no progress after" in saga.error
+
+
+# WHAT THE REVIEW FOUND ---------------------------------------------------------------
+
+
+def first(context):
+    return {"first": "done"}
+
+
+def undo_first(context):
+    OutboxMessage.objects.create(topic="FirstUndone", aggregate_id="test", payload={})
+
+
+def second(context):
+    raise TransientError("never works")
+
+
+NO_HOOK = registry.register(
+    SagaDefinition(
+        name="test_no_hook",
+        steps=(Step("first", first, compensate=undo_first), Step("second", second)),
+    )
+)
+
+
+def test_a_saga_without_an_end_hook_still_finishes_compensating():
+    saga = services.saga_start(name="test_no_hook", context={})
+    run(saga, 0, definition=NO_HOOK)
+    saga = fail(saga, 1, InsufficientStock("X", 1, 0), definition=NO_HOOK)
+    backward = OutboxMessage.objects.filter(topic="SagaCompensating").get()
+    chain = dispatch_signature(backward.payload)  # the relay can build it
+    assert [task.name for task in chain.tasks] == [
+        "test_no_hook.undo_first",
+        "test_no_hook.compensated",
+    ]
+
+    run(saga, 0, Phase.COMPENSATION, definition=NO_HOOK)
+    assert run(saga, -1, Phase.END, definition=NO_HOOK) is StepOutcome.APPLIED
+    saga.refresh_from_db()
+    assert saga.status == SagaStatus.COMPENSATED
+    assert OutboxMessage.objects.filter(topic="FirstUndone").count() == 1
+
+
+def test_a_task_or_failure_of_a_replaced_dispatch_is_stale(saga):
+    old = live_generation(saga)
+    saga = fail(saga, RESERVE, TransientError("down"))  # a retry: a new dispatch
+    assert live_generation(saga) == old + 1
+    # The first copy's chain, delivered late, does nothing; its failure counts not.
+    assert run(saga, RESERVE, generation=old) is StepOutcome.STALE
+    fail(saga, RESERVE, TransientError("down"), generation=old)
+    assert saga.steps.get(index=RESERVE).attempts == 1
+    assert run(saga, RESERVE) is StepOutcome.APPLIED
+
+
+def test_two_copies_failing_count_as_one_attempt(saga):
+    generation = live_generation(saga)
+    fail(saga, RESERVE, TransientError("down"), generation=generation)
+    fail(saga, RESERVE, TransientError("down"), generation=generation)
+    assert saga.steps.get(index=RESERVE).attempts == 1
+    assert OutboxMessage.objects.filter(topic="SagaStepRetry").count() == 1
+
+
+def test_one_broken_saga_does_not_stop_the_recovery_of_the_others(saga):
+    OutboxMessage.objects.update(published_at=timezone.now() - timedelta(hours=1))
+    past = timezone.now() - timedelta(seconds=1)
+    ghost = Saga.objects.create(name="no_longer_defined", deadline_at=past)
+    Saga.objects.filter(pk=saga.pk).update(deadline_at=past)
+
+    assert services.sagas_recover() == 2
+
+    saga.refresh_from_db()
+    assert saga.recoveries == 1
+    ghost.refresh_from_db()
+    assert ghost.deadline_at > timezone.now()  # looked at again later, not every sweep
+
+
+def test_recovery_counts_from_when_the_work_went_out(saga):
+    OutboxMessage.objects.update(published_at=timezone.now())  # the relay just sent it
+    Saga.objects.filter(pk=saga.pk).update(deadline_at=timezone.now() - timedelta(1))
+
+    services.sagas_recover()
+
+    saga.refresh_from_db()
+    assert saga.recoveries == 0  # not sent again: it only just went out
+    assert saga.deadline_at > timezone.now()
+
+
+def test_turning_to_compensation_gives_a_fresh_recovery_budget(saga):
+    run(saga, RESERVE)
+    Saga.objects.filter(pk=saga.pk).update(recoveries=4)
+    saga = fail(saga, CHARGE, InsufficientStock("TEA", 1, 0))
+    assert (saga.status, saga.recoveries) == (SagaStatus.COMPENSATING, 0)
+
+
+def test_the_end_hook_has_its_own_retry_budget_renewed_by_an_operator(saga):
+    fail(saga, RESERVE, InsufficientStock("TEA", 1, 0))
+    for _ in range(4):
+        saga = fail(saga, -1, TransientError("orders down"), Phase.END)
+    assert (saga.status, saga.end_attempts) == (SagaStatus.FAILED, 4)
+
+    services.saga_retry(saga_id=saga.pk, actor="ops")
+    saga = fail(saga, -1, TransientError("still down"), Phase.END)
+    assert (saga.status, saga.end_attempts) == (SagaStatus.COMPENSATING, 1)
