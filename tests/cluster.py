@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,7 +35,11 @@ class Cluster:
         self.env = {**os.environ, "DATABASE_NAME": db_name, **(env or {})}
         self.concurrency = concurrency
         self.procs: dict[str, subprocess.Popen] = {}
+        self.commands: dict[str, list[str]] = {}
         self.workers = 0
+        self.restarts: list[str] = []
+        self._lock = threading.Lock()  # the supervisor never races a kill or a stop
+        self._stopping = threading.Event()
 
     # lifecycle ---------------------------------------------------------------------
 
@@ -88,13 +93,35 @@ class Cluster:
         ]
         self._spawn("beat", command, ready="beat: Starting")
 
+    def supervise(self) -> "Cluster":
+        """Start again any process that dies on its own, as `make run` does.
+
+        A worker can die of a broker outage: kombu's Redis transport raises an
+        AttributeError (not a connection error) when a task finished after the broker
+        connection was dropped is acknowledged, and the worker stops ("Unrecoverable
+        error"). Whatever supervises a real deployment starts it again.
+        """
+        threading.Thread(target=self._restart_the_dead, daemon=True).start()
+        return self
+
+    def _restart_the_dead(self) -> None:
+        while not self._stopping.wait(0.5):
+            with self._lock:
+                for name, proc in list(self.procs.items()):
+                    if proc.poll() is not None and not self._stopping.is_set():
+                        self.restarts.append(name)
+                        self._spawn(name, self.commands[name], ready=None)
+
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
-        proc = self.procs.pop(name)
+        with self._lock:
+            proc = self.procs.pop(name)  # killed on purpose: not to be restarted
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, sig)
         proc.wait(timeout=30)
 
     def stop(self) -> None:
+        with self._lock:
+            self._stopping.set()
         for name in list(self.procs):
             proc = self.procs[name]
             with contextlib.suppress(ProcessLookupError):
@@ -131,8 +158,14 @@ class Cluster:
 
     # internals ---------------------------------------------------------------------
 
-    def _spawn(self, name: str, command: list[str], *, ready: str) -> None:
-        log = open(self.logs / f"{name}.log", "w")  # noqa: SIM115 (closed with the process)
+    def _spawn(self, name: str, command: list[str], *, ready: str | None) -> None:
+        """Start ``name``, appending to its log; wait for ``ready`` in it, if given."""
+        path = self.logs / f"{name}.log"
+        seen = (
+            path.read_text(errors="replace").count(ready or "") if path.exists() else 0
+        )
+        log = open(path, "a")  # noqa: SIM115 (closed with the process)
+        self.commands[name] = command
         self.procs[name] = subprocess.Popen(
             command,
             cwd=BASE,
@@ -141,12 +174,13 @@ class Cluster:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        wait_until(
-            lambda: ready in self.log(name),
-            timeout=60,
-            what=f"{name} to start",
-            on_timeout=lambda: self.log(name)[-3000:],
-        )
+        if ready is not None:
+            wait_until(
+                lambda: self.log(name).count(ready) > seen,
+                timeout=60,
+                what=f"{name} to start",
+                on_timeout=lambda: self.log(name)[-3000:],
+            )
 
 
 class LocalRedis:

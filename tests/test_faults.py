@@ -213,7 +213,7 @@ def test_a_broker_restart_mid_batch_loses_and_doubles_nothing(
     )
     settings.CELERY_BROKER_URL = redis.url
     try:
-        cluster.start(beat=True)
+        cluster.start(beat=True).supervise()
         world.product("TEA", price="3.00", units=1000)
         buyers = [world.customer("100.00") for _ in range(8)]
         sagas = place_batch(buyers, 40)
