@@ -15,51 +15,6 @@ from shop.pagination import LimitOffsetPage, paginated_response
 from shop.serializers import ErrorSerializer, StrictCharField, StrictSerializer
 
 
-class SagaDetailApi(APIView):
-    """One saga with its steps in order and its audit trail: staff, or its owner."""
-
-    class OutputSerializer(serializers.Serializer):
-        class StepSerializer(serializers.Serializer):
-            index = serializers.IntegerField()
-            name = serializers.CharField()
-            status = serializers.ChoiceField(choices=StepStatus.choices)
-            attempts = serializers.IntegerField()
-            started_at = serializers.DateTimeField(allow_null=True)
-            finished_at = serializers.DateTimeField(allow_null=True)
-            duration_ms = serializers.FloatField(allow_null=True)
-            error = serializers.CharField()
-            task_id = serializers.CharField()
-            compensation_attempts = serializers.IntegerField()
-            compensated_at = serializers.DateTimeField(allow_null=True)
-            compensation_error = serializers.CharField()
-
-        class EventSerializer(serializers.Serializer):
-            kind = serializers.ChoiceField(choices=SagaEventKind.choices)
-            step_name = serializers.CharField()
-            actor = serializers.CharField()
-            detail = serializers.CharField()
-            created_at = serializers.DateTimeField()
-
-        id = serializers.IntegerField()
-        name = serializers.CharField()
-        status = serializers.ChoiceField(choices=SagaStatus.choices)
-        current_step = serializers.IntegerField()
-        error = serializers.CharField()
-        created_at = serializers.DateTimeField()
-        updated_at = serializers.DateTimeField()
-        finished_at = serializers.DateTimeField(allow_null=True)
-        context = serializers.DictField()
-        steps = StepSerializer(many=True)
-        events = EventSerializer(many=True)
-
-    @extend_schema(responses={200: OutputSerializer, 404: ErrorSerializer})
-    def get(self, request, saga_id: int):
-        saga = selectors.saga_visible_to(user=request.user, saga_id=saga_id)
-        if saga is None:
-            raise NotFound("Saga not found.")
-        return Response(self.OutputSerializer(saga).data)
-
-
 class SagaListApi(APIView):
     """All sagas, newest first, by status and name: staff only."""
 
@@ -97,6 +52,53 @@ class SagaListApi(APIView):
         )
 
 
+class SagaDetailApi(APIView):
+    """One saga with its steps in order and its audit trail: staff, or its owner."""
+
+    class OutputSerializer(SagaListApi.OutputSerializer):
+        class StepSerializer(serializers.Serializer):
+            index = serializers.IntegerField()
+            name = serializers.CharField()
+            status = serializers.ChoiceField(choices=StepStatus.choices)
+            attempts = serializers.IntegerField()
+            started_at = serializers.DateTimeField(allow_null=True)
+            finished_at = serializers.DateTimeField(allow_null=True)
+            duration_ms = serializers.FloatField(allow_null=True)
+            error = serializers.CharField()
+            task_id = serializers.CharField()
+            compensation_attempts = serializers.IntegerField()
+            compensated_at = serializers.DateTimeField(allow_null=True)
+            compensation_error = serializers.CharField()
+
+        class EventSerializer(serializers.Serializer):
+            kind = serializers.ChoiceField(choices=SagaEventKind.choices)
+            step_name = serializers.CharField()
+            actor = serializers.CharField()
+            detail = serializers.CharField()
+            created_at = serializers.DateTimeField()
+
+        context = serializers.DictField()
+        steps = StepSerializer(many=True)
+        events = EventSerializer(many=True)
+
+    @extend_schema(responses={200: OutputSerializer, 404: ErrorSerializer})
+    def get(self, request, saga_id: int):
+        saga = selectors.saga_visible_to(user=request.user, saga_id=saga_id)
+        if saga is None:
+            raise NotFound("Saga not found.")
+        return Response(self.OutputSerializer(saga).data)
+
+
+def operate(action, *, saga_id: int, **kwargs):
+    """Run an operator action on a saga: 404 if there is none, 409 if it may not."""
+    if selectors.saga_get(saga_id=saga_id) is None:
+        raise NotFound("Saga not found.")
+    try:
+        return action(saga_id=saga_id, **kwargs)
+    except ActionNotAllowed as exc:
+        raise Conflict(str(exc)) from exc
+
+
 class SagaRetryApi(APIView):
     """Take a FAILED saga up where it stopped (forward past its pivot, else back)."""
 
@@ -115,12 +117,7 @@ class SagaRetryApi(APIView):
         },
     )
     def post(self, request, saga_id: int):
-        if selectors.saga_get(saga_id=saga_id) is None:
-            raise NotFound("Saga not found.")
-        try:
-            saga = saga_retry(saga_id=saga_id, actor=request.user.get_username())
-        except ActionNotAllowed as exc:
-            raise Conflict(str(exc)) from exc
+        saga = operate(saga_retry, saga_id=saga_id, actor=request.user.get_username())
         return Response(self.OutputSerializer(saga).data, status.HTTP_202_ACCEPTED)
 
 
@@ -145,14 +142,10 @@ class SagaCancelApi(APIView):
     def post(self, request, saga_id: int):
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        if selectors.saga_get(saga_id=saga_id) is None:
-            raise NotFound("Saga not found.")
-        try:
-            saga = saga_cancel(
-                saga_id=saga_id,
-                actor=request.user.get_username(),
-                **serializer.validated_data,
-            )
-        except ActionNotAllowed as exc:
-            raise Conflict(str(exc)) from exc
+        saga = operate(
+            saga_cancel,
+            saga_id=saga_id,
+            actor=request.user.get_username(),
+            **serializer.validated_data,
+        )
         return Response(self.OutputSerializer(saga).data, status.HTTP_202_ACCEPTED)

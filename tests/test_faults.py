@@ -9,7 +9,6 @@ import time
 from decimal import Decimal
 
 import pytest
-from django.contrib.auth.models import User
 from rest_framework.test import APIClient
 
 from inventory.models import Product
@@ -18,6 +17,7 @@ from orders.reconcile import reconcile
 from payments.models import Account, Payment, PaymentStatus
 from sagas.models import Saga, SagaEventKind, SagaStatus, StepStatus
 from sagas.relay import outbox_models
+from shop.tests.factories import client_for, user_create
 from tests import world
 from tests.cluster import Cluster, LocalRedis, wait_until
 
@@ -311,7 +311,4 @@ def test_an_operator_can_cancel_a_running_saga(start_cluster):
 
 
 def staff_client() -> APIClient:
-    staff = User.objects.create_user(username="ops", is_staff=True)
-    client = APIClient()
-    client.force_authenticate(staff)
-    return client
+    return client_for(user_create(username="ops", is_staff=True))

@@ -3,15 +3,15 @@
 import itertools
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from decimal import Decimal
 
 from django.contrib.auth.models import User
 from django.db import connection
 from rest_framework.test import APIClient
 
-from inventory.services import product_create
-from payments.services import account_create, payment_method_create
+from inventory.tests.factories import product_make
+from payments.tests.factories import customer_make
 from sagas.models import ENDED_STATUSES, Saga, SagaStatus
+from shop.tests.factories import client_for
 from tests.cluster import wait_until
 
 _ids = itertools.count(1)
@@ -36,19 +36,13 @@ class Customer:
         return self.client.post("/api/orders/", body, format="json", **headers)
 
 
-def customer(balance: Decimal | str = "1000.00") -> Customer:
-    user = User.objects.create_user(
-        username=f"customer{next(_ids)}"
-    )  # no password: no hashing
-    account_create(customer=user, balance=Decimal(balance))
-    method = payment_method_create(customer_id=user.pk, label="card")
-    client = APIClient()
-    client.force_authenticate(user)
-    return Customer(user=user, method_id=method.pk, client=client)
+def customer(balance: str = "1000.00") -> Customer:
+    user, method = customer_make(username=f"customer{next(_ids)}", balance=balance)
+    return Customer(user=user, method_id=method.pk, client=client_for(user))
 
 
 def product(sku: str, *, price: str = "10.00", units: int = 100):
-    return product_create(sku=sku, name=sku.title(), price=Decimal(price), units=units)
+    return product_make(sku=sku, price=price, units=units)
 
 
 def in_threads(function, arguments, *, workers: int = 8) -> list:

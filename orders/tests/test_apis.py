@@ -18,7 +18,7 @@ from payments.services import payment_method_deactivate
 from payments.tests.factories import customer_make
 from sagas.models import OutboxMessage as SagasOutbox
 from sagas.models import Saga, SagaStatus, SagaStep
-from shop.tests.factories import user_create
+from shop.tests.factories import client_for, user_create
 
 pytestmark = pytest.mark.django_db
 
@@ -37,13 +37,6 @@ WRITTEN = (
 
 def row_counts() -> dict[str, int]:
     return {model._meta.label: model.objects.count() for model in WRITTEN}
-
-
-def client_for(user) -> APIClient:
-    client = APIClient()
-    if user is not None:
-        client.force_authenticate(user)
-    return client
 
 
 @pytest.fixture

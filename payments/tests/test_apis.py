@@ -3,20 +3,12 @@
 from types import SimpleNamespace
 
 import pytest
-from rest_framework.test import APIClient
 
 from payments.models import PaymentMethod
 from payments.tests.factories import customer_make, method_make
-from shop.tests.factories import user_create
+from shop.tests.factories import client_for, user_create
 
 pytestmark = pytest.mark.django_db
-
-
-def client_for(user) -> APIClient:
-    client = APIClient()
-    if user is not None:
-        client.force_authenticate(user)
-    return client
 
 
 @pytest.fixture

@@ -3,24 +3,16 @@
 from types import SimpleNamespace
 
 import pytest
-from rest_framework.test import APIClient
 
 from inventory.tests.factories import product_make
 from orders.tests.factories import order_make
 from payments.tests.factories import customer_make
 from sagas.models import OutboxMessage, Saga, SagaEvent, SagaEventKind, SagaStatus
-from shop.tests.factories import user_create
+from shop.tests.factories import client_for, user_create
 
 pytestmark = pytest.mark.django_db
 
 URL = "/api/sagas/"
-
-
-def client_for(user) -> APIClient:
-    client = APIClient()
-    if user is not None:
-        client.force_authenticate(user)
-    return client
 
 
 @pytest.fixture

@@ -2,6 +2,15 @@
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractUser
+from rest_framework.test import APIClient
+
+
+def client_for(user: AbstractUser | None) -> APIClient:
+    """An API client signed in as ``user`` (anonymous for None)."""
+    client = APIClient()
+    if user is not None:
+        client.force_authenticate(user)
+    return client
 
 
 def user_create(*, username: str, is_staff: bool = False) -> AbstractUser:
