@@ -25,6 +25,10 @@ ENDED = ("COMPLETED", "COMPENSATED")
 REGULAR = ("SENCHA", "MATCHA", "HOJICHA")
 
 
+class SystemUnavailable(Exception):
+    pass
+
+
 @dataclass
 class Placed:
     scenario: str
@@ -50,6 +54,18 @@ class Api:
     def __init__(self, url: str) -> None:
         self.url = url.rstrip("/")
 
+    def check_up(self) -> None:
+        """Fail clearly when there is no healthy sagashop at the URL."""
+        try:
+            with urllib.request.urlopen(f"{self.url}/api/health/", timeout=5) as answer:
+                health = json.load(answer)
+        except (OSError, ValueError) as exc:
+            raise SystemUnavailable(
+                f"no sagashop answers at {self.url} ({exc})"
+            ) from exc
+        if health.get("status") != "ok":
+            raise SystemUnavailable(f"sagashop at {self.url} is not healthy: {health}")
+
     def call(self, method: str, path: str, token: str, body=None, headers=None):
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(
@@ -71,6 +87,7 @@ class Api:
 
 def run_demo(*, url: str, write, batch: int = 0, kill_worker: int = 0) -> int:
     api = Api(url)
+    api.check_up()
     data = demo_data_seed(refill=True)
     faults = parse_faults(_faults_setting())
     write(

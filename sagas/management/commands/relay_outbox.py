@@ -2,6 +2,7 @@
 
 import signal
 import threading
+from argparse import ArgumentTypeError
 
 from django.core.management.base import BaseCommand
 
@@ -15,10 +16,10 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser) -> None:
         parser.add_argument(
-            "--poll", type=float, default=1.0, help="seconds between polls"
+            "--poll", type=positive(float), default=1.0, help="seconds between polls"
         )
         parser.add_argument(
-            "--batch", type=int, default=100, help="rows per transaction"
+            "--batch", type=positive(int), default=100, help="rows per transaction"
         )
 
     def handle(self, *args, poll: float, batch: int, **options) -> None:
@@ -28,3 +29,15 @@ class Command(BaseCommand):
         self.stdout.write(f"relay: listening (poll every {poll:g}s)")
         relay_forever(poll=poll, batch=batch, should_stop=stop.is_set)
         self.stdout.write("relay: stopped")
+
+
+def positive(cast):
+    """An argparse type: a number of ``cast`` greater than zero."""
+
+    def parse(text: str):
+        value = cast(text)
+        if value <= 0:
+            raise ArgumentTypeError(f"must be greater than 0, not {text}")
+        return value
+
+    return parse

@@ -2,7 +2,7 @@
 
 from django.core.management.base import BaseCommand, CommandError
 
-from shop.demo import run_demo
+from shop.demo import SystemUnavailable, run_demo
 
 
 class Command(BaseCommand):
@@ -16,14 +16,20 @@ class Command(BaseCommand):
         parser.add_argument(
             "--kill-worker",
             type=int,
+            choices=range(0, 10),
             default=0,
             metavar="N",
             help="kill -9 the Celery worker N times while the orders are processed",
         )
 
     def handle(self, *args, url: str, batch: int, kill_worker: int, **options) -> None:
-        ok = run_demo(
-            url=url, write=self.stdout.write, batch=batch, kill_worker=kill_worker
-        )
+        if batch < 0:
+            raise CommandError("--batch must be 0 or more")
+        try:
+            ok = run_demo(
+                url=url, write=self.stdout.write, batch=batch, kill_worker=kill_worker
+            )
+        except SystemUnavailable as exc:
+            raise CommandError(f"{exc}; start it with `make run`") from exc
         if ok != 0:
             raise CommandError("the demo did not end as expected")
