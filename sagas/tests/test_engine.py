@@ -4,6 +4,7 @@ These tests call the lifecycle services the Celery tasks call, in order, without
 worker; the end-to-end tests in tests/ prove the same through real processes.
 """
 
+import time
 from datetime import timedelta
 
 import pytest
@@ -19,7 +20,7 @@ from payments.tests.factories import customer_make
 from sagas import registry, services
 from sagas.definitions import Phase, SagaDefinition, Step
 from sagas.dispatch import dispatch_signature
-from sagas.exceptions import ActionNotAllowed, TransientError
+from sagas.exceptions import ActionNotAllowed, StepTimeout, TransientError
 from sagas.models import OutboxMessage, Saga, SagaEventKind, SagaStatus, StepStatus
 from sagas.services import FailureKind, StepOutcome, classify
 
@@ -378,3 +379,47 @@ def test_the_end_hook_has_its_own_retry_budget_renewed_by_an_operator(saga):
     services.saga_retry(saga_id=saga.pk, actor="ops")
     saga = fail(saga, -1, TransientError("still down"), Phase.END)
     assert (saga.status, saga.end_attempts) == (SagaStatus.COMPENSATING, 1)
+
+
+# DEADLINES, WITHOUT CELERY'S TIME LIMITS --------------------------------------------
+
+
+def slow_in_python(context):
+    OutboxMessage.objects.create(topic="SlowStepWrote", aggregate_id="test", payload={})
+    time.sleep(0.4)  # a slow call outside the database: only the late check sees it
+
+
+def slow_in_sql(context):
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_sleep(2)")
+
+
+SLOW = registry.register(
+    SagaDefinition(
+        name="test_slow",
+        steps=(
+            Step("slow_in_python", slow_in_python, timeout=0.2),
+            Step("slow_in_sql", slow_in_sql, timeout=0.2),
+        ),
+    )
+)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_step_that_overran_its_deadline_does_not_commit():
+    saga = services.saga_start(name="test_slow", context={})
+    with pytest.raises(StepTimeout):
+        run(saga, 0, definition=SLOW)
+    assert not OutboxMessage.objects.filter(topic="SlowStepWrote").exists()
+    assert saga.steps.get(index=0).status == StepStatus.PENDING
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_database_wait_past_the_deadline_is_cut_off_as_a_timeout():
+    saga = services.saga_start(name="test_slow", context={})
+    Saga.objects.filter(pk=saga.pk).update(current_step=1)
+    started = time.monotonic()
+    with pytest.raises(OperationalError) as caught:
+        run(saga, 1, definition=SLOW)
+    assert time.monotonic() - started < 1.5  # cut at ~0.2 s, not after the 2 s sleep
+    assert classify(caught.value) is FailureKind.TIMEOUT
