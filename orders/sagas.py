@@ -1,8 +1,13 @@
-"""The purchase saga: stock, payment and shipment for one order, or none of them.
+"""The purchase saga: payment, stock and shipment for one order, or none of them.
 
-Runs top-down. If stock, payment or shipment fails, what succeeded is undone newest
+Runs top-down. If payment, stock or shipment fails, what succeeded is undone newest
 first and the order is cancelled with the reason. Once the shipment exists (the pivot)
 the purchase only goes forward: confirming is retried until it succeeds.
+
+Payment comes before stock on purpose (a pessimistic ordering): a customer who cannot
+pay never holds stock, so nobody can keep a scarce product's stock away from paying
+customers with orders that are bound to fail. The price is a refund, rather than a
+release, when the stock then runs out.
 """
 
 from decimal import Decimal
@@ -56,8 +61,8 @@ purchase = register(
     SagaDefinition(
         name="purchase",
         steps=(
-            Step("reserve_stock", reserve_stock, compensate=release_stock),
             Step("charge_payment", charge_payment, compensate=refund_payment),
+            Step("reserve_stock", reserve_stock, compensate=release_stock),
             Step("create_shipment", create_shipment, pivot=True),
             Step("confirm_order", confirm_order),
         ),

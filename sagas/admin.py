@@ -17,7 +17,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from sagas import registry, services
+from sagas import registry, selectors, services
 from sagas.exceptions import ActionNotAllowed, DefinitionError
 from sagas.models import (
     ACTIVE_STATUSES,
@@ -53,14 +53,15 @@ class AttentionFilter(admin.SimpleListFilter):
     parameter_name = "attention"
 
     def lookups(self, request, model_admin):
-        return [("failed", "Needs attention"), ("stuck", "Stuck")]
+        return [("needed", "Needs attention"), ("overdue", "Overdue")]
 
     def queryset(self, request, queryset):
-        if self.value() == "failed":
-            return queryset.filter(status=SagaStatus.FAILED)
-        if self.value() == "stuck":
-            # Work in flight past its deadline: what the recovery sweep should be
-            # picking up; served by the partial index on active deadlines.
+        if self.value() == "needed":
+            # FAILED, or still active but unable to move on its own.
+            return queryset.filter(selectors.sagas_needing_attention_q())
+        if self.value() == "overdue":
+            # Work in flight past its deadline: queued behind a backlog, or lost and
+            # about to be resent by the recovery sweep; served by the partial index.
             return queryset.filter(
                 status__in=ACTIVE_STATUSES, deadline_at__lt=timezone.now()
             )
@@ -119,7 +120,17 @@ class SagaAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     fieldsets = (
         (
             None,
-            {"fields": ("id", "name", "status_badge", "current_step_name", "error")},
+            {
+                "fields": (
+                    "id",
+                    "name",
+                    "status_badge",
+                    "current_step_name",
+                    "attention",
+                    "error",
+                    "reason",
+                )
+            },
         ),
         (
             "Timing",
@@ -129,6 +140,7 @@ class SagaAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
                     "updated_at",
                     "finished_at",
                     "duration",
+                    "sent_at",
                     "deadline_at",
                     "recoveries",
                 )
@@ -182,7 +194,8 @@ class SagaAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="error")
     def short_error(self, saga: Saga) -> str:
-        return truncated(saga.error)
+        # What needs an operator now comes first.
+        return truncated(saga.attention or saga.error)
 
     @admin.display(description="context")
     def context_pretty(self, saga: Saga) -> str:

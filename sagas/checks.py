@@ -4,6 +4,7 @@ from django.conf import settings
 from django.core import checks
 
 from sagas import faults, registry
+from shop import brokers
 
 
 @checks.register()
@@ -21,8 +22,8 @@ def check_visibility_timeout(app_configs, **kwargs) -> list[checks.CheckMessage]
     can run (or wait for a retry) longer, a second worker would get it meanwhile."""
     from sagas.services import unit_timeout
 
-    if not settings.CELERY_BROKER_URL.startswith(("redis", "rediss")):
-        return []
+    if not brokers.is_redis(settings.CELERY_BROKER_URL):
+        return []  # RabbitMQ requeues a lost consumer's messages at once
     visibility = settings.CELERY_BROKER_TRANSPORT_OPTIONS.get(
         "visibility_timeout", 3600
     )

@@ -10,9 +10,10 @@ from kombu import Producer
 
 from sagas import registry
 from sagas.definitions import Phase
+from sagas.exceptions import DefinitionError
 from sagas.models import OutboxMessage, Saga
 from sagas.outbox import AbstractOutboxMessage, outbox_emit
-from sagas.relay import route
+from sagas.relay import Undeliverable, route
 
 
 class Topic:
@@ -20,30 +21,40 @@ class Topic:
     RETRY = "SagaStepRetry"
     COMPENSATING = "SagaCompensating"
     RECOVERED = "SagaRecovered"
+    CONTINUED = "SagaStepContinued"  # a step done, then its task failed: what follows
     OPERATOR_RETRY = "SagaRetriedByOperator"
 
 
 FORWARD, BACKWARD = "forward", "backward"
 
 
-def dispatch_forward(saga: Saga, *, topic: str, countdown: float = 0.0) -> None:
+def dispatch_forward(
+    saga: Saga, *, topic: str, countdown: float = 0.0, renew: bool = True
+) -> None:
     """Send the steps from the saga's current one to the end."""
-    _emit(
-        saga, topic, {"direction": FORWARD, "from_step": saga.current_step}, countdown
-    )
+    plan = {"direction": FORWARD, "from_step": saga.current_step}
+    _emit(saga, topic, plan, countdown, renew)
 
 
 def dispatch_backward(
-    saga: Saga, *, pending: list[int], topic: str, countdown: float = 0.0
+    saga: Saga,
+    *,
+    pending: list[int],
+    topic: str,
+    countdown: float = 0.0,
+    renew: bool = True,
 ) -> None:
     """Send the compensations of ``pending`` (newest first), then the end."""
-    _emit(saga, topic, {"direction": BACKWARD, "steps": pending}, countdown)
+    _emit(saga, topic, {"direction": BACKWARD, "steps": pending}, countdown, renew)
 
 
-def _emit(saga: Saga, topic: str, plan: dict, countdown: float) -> None:
-    # A new generation: whatever an earlier dispatch still has in flight is now stale.
-    saga.generation += 1
-    saga.save(update_fields=["generation"])
+def _emit(saga: Saga, topic: str, plan: dict, countdown: float, renew: bool) -> None:
+    """``renew``: a new decision, so whatever an earlier dispatch still has in flight
+    becomes stale. A resend of the same work (recovery) keeps the generation: the copy
+    that may still be queued stays valid, and of two copies the later one stops."""
+    if renew:
+        saga.generation += 1
+        saga.save(update_fields=["generation"])
     payload = {
         "saga_id": saga.pk,
         "saga": saga.name,
@@ -58,7 +69,7 @@ def dispatch_signature(payload: dict) -> Signature:
     """The chain for one dispatch, with the engine's errback on every task in it."""
     from sagas.tasks import step_failed
 
-    definition = registry.definition(payload["saga"])
+    definition = registry.definition(payload["saga"])  # DefinitionError if removed
     if payload["direction"] == FORWARD:
         units = [
             (i, Phase.ACTION)
@@ -78,10 +89,17 @@ def dispatch_signature(payload: dict) -> Signature:
     Topic.RETRY,
     Topic.COMPENSATING,
     Topic.RECOVERED,
+    Topic.CONTINUED,
     Topic.OPERATOR_RETRY,
 )
-def publish_dispatch(message: AbstractOutboxMessage, producer: Producer) -> None:
+def publish_dispatch(
+    message: AbstractOutboxMessage, producer: Producer, **publish_options
+) -> None:
+    try:
+        signature = dispatch_signature(message.payload)
+    except (DefinitionError, KeyError, TypeError) as exc:
+        # Its definition was removed, or the payload is not one: sending it again
+        # later changes nothing.
+        raise Undeliverable(str(exc)) from exc
     countdown = message.payload.get("countdown") or None
-    dispatch_signature(message.payload).apply_async(
-        producer=producer, countdown=countdown
-    )
+    signature.apply_async(producer=producer, countdown=countdown, **publish_options)

@@ -67,12 +67,21 @@ class Saga(models.Model):
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT
     )
-    error = models.TextField(blank=True)
-    # When the work in flight counts as lost if nothing has moved by then.
+    error = models.TextField(blank=True)  # technical: for staff
+    # Why it was undone, in words its customer may read (no class or task names).
+    reason = models.TextField(blank=True)
+    # Set while it cannot move on its own and is not FAILED; cleared when it moves.
+    attention = models.TextField(blank=True)
+    # When the work in flight was handed to the broker (or, after a countdown, is due
+    # to start): the recovery sweep proves that work lost against this, never
+    # against the deadline alone, which a queue backlog passes too.
+    sent_at = models.DateTimeField(null=True, blank=True)
+    # When the work in flight is overdue if nothing has moved by then.
     deadline_at = models.DateTimeField(null=True, blank=True)
     recoveries = models.PositiveSmallIntegerField(default=0)
-    # Bumped by every dispatch; a task or errback of an older one is stale, so a saga
-    # has one live chain at a time however often its work was sent.
+    # Bumped by every decision that sends new work (a retry, a compensation, an
+    # operator); a task or errback of an older one is stale. A resend of the same work
+    # keeps it: its copies apply once under the saga lock, and the later stops.
     generation = models.PositiveIntegerField(default=0)
     end_attempts = models.PositiveSmallIntegerField(default=0)  # of on_compensated
     created_at = models.DateTimeField(auto_now_add=True)
@@ -121,6 +130,7 @@ class SagaStep(models.Model):
     compensation_attempts = models.PositiveIntegerField(default=0)
     compensated_at = models.DateTimeField(null=True, blank=True)
     compensation_error = models.TextField(blank=True)
+    compensation_task_id = models.CharField(max_length=255, blank=True)
 
     class Meta:
         ordering = ["saga_id", "index"]
@@ -155,6 +165,7 @@ class SagaEventKind(models.TextChoices):
     COMPENSATION_STARTED = "COMPENSATION_STARTED"
     FAILED = "FAILED"
     RECOVERED = "RECOVERED"
+    ATTENTION = "ATTENTION"
     OPERATOR_RETRY = "OPERATOR_RETRY"
     OPERATOR_CANCEL = "OPERATOR_CANCEL"
 
@@ -178,3 +189,23 @@ class SagaEvent(models.Model):
 
 class OutboxMessage(AbstractOutboxMessage):
     """The engine's own events: each one, once published, sends a saga's next chain."""
+
+
+class QueueProbe(models.Model):
+    """How far a saga queue has been consumed, as the recovery sweep measures it.
+
+    A broker queue is first in, first out: once a probe sent at T has reached a
+    worker, every message sent to that queue before T has been taken by one. So work
+    sent before T that still has not moved was lost, not queued behind a backlog.
+    """
+
+    queue = models.CharField(max_length=200, primary_key=True)
+    sent_at = models.DateTimeField(null=True, blank=True)  # the newest probe sent
+    reached = models.DateTimeField(null=True, blank=True)  # sent_at of the newest run
+    reached_at = models.DateTimeField(null=True, blank=True)
+    # The probe before: still the measure while the newest one settles.
+    previous_reached = models.DateTimeField(null=True, blank=True)
+    previous_reached_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"queue {self.queue} consumed up to {self.reached}"

@@ -23,6 +23,9 @@ class AbstractOutboxMessage(models.Model):
     attempts = models.PositiveIntegerField(default=0)
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
+    # Given up on: the row can never be published (not a broker outage, which is
+    # retried for as long as it lasts). Kept, out of the relay's way, for an operator.
+    dead_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         abstract = True
@@ -31,8 +34,8 @@ class AbstractOutboxMessage(models.Model):
             # The relay only ever reads pending rows; this index stays small.
             models.Index(
                 fields=["id"],
-                name="%(app_label)s_outbox_pending",
-                condition=Q(published_at__isnull=True),
+                name="%(app_label)s_outbox_due",
+                condition=Q(published_at__isnull=True, dead_at__isnull=True),
             ),
             models.Index(
                 fields=["aggregate_id"], name="%(app_label)s_outbox_aggregate"
@@ -45,6 +48,10 @@ class AbstractOutboxMessage(models.Model):
     @property
     def is_published(self) -> bool:
         return self.published_at is not None
+
+    @property
+    def is_dead(self) -> bool:
+        return self.dead_at is not None
 
 
 def outbox_emit(

@@ -56,14 +56,16 @@ class PublishedFilter(admin.SimpleListFilter):
     parameter_name = "published"
 
     def lookups(self, request, model_admin):
-        return [("no", "Pending"), ("yes", "Published")]
+        return [("no", "Pending"), ("yes", "Published"), ("dead", "Dead")]
 
     def queryset(self, request, queryset):
-        # "Pending" is the relay's own condition, served by the partial pending index.
+        # "Pending" is the relay's own condition, served by the partial due index.
         if self.value() == "no":
-            return queryset.filter(published_at__isnull=True)
+            return queryset.filter(published_at__isnull=True, dead_at__isnull=True)
         if self.value() == "yes":
             return queryset.filter(published_at__isnull=False)
+        if self.value() == "dead":
+            return queryset.filter(dead_at__isnull=False)
         return queryset
 
 
@@ -80,6 +82,7 @@ class OutboxMessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "aggregate_id",
         "created_at",
         "published_at",
+        "dead_at",
         "attempts",
         "short_error",
     )
@@ -99,6 +102,7 @@ class OutboxMessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "published_at",
         "attempts",
         "next_attempt_at",
+        "dead_at",
         "last_error",
     )
     readonly_fields = fields

@@ -55,6 +55,10 @@ def definitions() -> list[SagaDefinition]:
     return list(_definitions.values())
 
 
+def units() -> list[Unit]:
+    return list(_units.values())
+
+
 def unit(task_name: str) -> Unit:
     try:
         return _units[task_name]

@@ -3,6 +3,12 @@
 Delivery is at least once. Rows are claimed with ``FOR UPDATE SKIP LOCKED``, so several
 relays never publish the same row in the normal case; a relay that dies after publishing
 and before its commit publishes the row again, so every consumer tolerates a duplicate.
+
+Row locks are held while the broker is called, so every broker call is bounded
+(BROKER_TIMEOUT, with publisher confirms on RabbitMQ: a row is marked published only
+once the broker has taken it). A broker that is away postpones the row with backoff for
+as long as it lasts; a row that can never be published (Undeliverable) is set aside as
+dead, for an operator, instead of being retried forever.
 """
 
 import contextlib
@@ -15,18 +21,23 @@ from datetime import timedelta
 import psycopg2
 from celery import current_app
 from django.apps import apps
+from django.conf import settings
 from django.db import close_old_connections, connections, transaction
 from django.db.models import F
 from django.utils import timezone
-from kombu import Producer
 
 from sagas import selectors
 from sagas.outbox import NOTIFY_CHANNEL, AbstractOutboxMessage
 
 logger = logging.getLogger(__name__)
 
-Publisher = Callable[[AbstractOutboxMessage, Producer], None]
+Publisher = Callable[..., None]  # (message, producer, **publish_options)
 _routes: dict[str, Publisher] = {}
+
+
+class Undeliverable(Exception):
+    """Raised by a publisher for a row that can never be published as it is."""
+
 
 # After a failed publish a row waits this long, doubling per attempt, up to a minute.
 _FIRST_BACKOFF, _MAX_BACKOFF = 0.5, 60.0
@@ -87,14 +98,25 @@ def _relay_batch(
                         current_app.producer_or_acquire()
                     )
                     try:
-                        publisher(row, producer)
-                    except (
-                        Exception
-                    ) as exc:  # the broker is down or refused: retry later
+                        publisher(row, producer, **_publish_options())
+                    except Undeliverable as exc:
+                        _bury(row, exc, now)
+                        continue
+                    except Exception as exc:  # the broker is away or refused it
                         _postpone(row, exc, now)
                         return len(_mark_published(model, done, now)), False
                 done.append(row.pk)
         return len(_mark_published(model, done, now)), True
+
+
+def _publish_options() -> dict:
+    # Bounds a publish (and its confirmation, on RabbitMQ) on a broker that accepted
+    # the connection and then stopped answering; the transport's own socket timeouts
+    # bound the rest (shop.brokers).
+    return {
+        "timeout": settings.BROKER_TIMEOUT,
+        "confirm_timeout": settings.BROKER_TIMEOUT,
+    }
 
 
 def _mark_published(model, pks: list[int], now) -> list[int]:
@@ -109,16 +131,38 @@ def _postpone(row: AbstractOutboxMessage, exc: Exception, now) -> None:
     row.attempts += 1
     delay = min(_MAX_BACKOFF, _FIRST_BACKOFF * 2 ** (row.attempts - 1))
     row.next_attempt_at = now + timedelta(seconds=delay)
-    row.last_error = repr(exc)[:2000]
+    row.last_error = _error_text(exc)
     row.save(update_fields=["attempts", "next_attempt_at", "last_error"])
     logger.warning(
-        "outbox %s row %s (%s) not published, retry in %.1fs: %r",
+        "outbox %s row %s (%s) not published, retry in %.1fs: %s",
         row._meta.label,
         row.pk,
         row.topic,
         delay,
+        row.last_error,
+    )
+
+
+def _bury(row: AbstractOutboxMessage, exc: Exception, now) -> None:
+    row.attempts += 1
+    row.dead_at, row.last_error = now, _error_text(exc)
+    row.save(update_fields=["attempts", "dead_at", "last_error"])
+    logger.error(
+        "outbox %s row %s (%s) can never be published, set aside: %r",
+        row._meta.label,
+        row.pk,
+        row.topic,
         exc,
     )
+
+
+def _error_text(exc: BaseException) -> str:
+    """The error and what caused it: kombu wraps a refused publish (a RabbitMQ nack)
+    in an OperationalError with no message of its own."""
+    text = repr(exc)
+    if exc.__cause__ is not None or exc.__context__ is not None:
+        text += f" caused by {exc.__cause__ or exc.__context__!r}"
+    return text[:2000]
 
 
 def outbox_clean(*, days: int) -> int:

@@ -25,17 +25,37 @@ def saga_steps(*, saga: Saga) -> list[SagaStep]:
     return list(SagaStep.objects.filter(saga=saga).order_by("index"))
 
 
-def sagas_overdue_lock(*, now: datetime, limit: int) -> list[Saga]:
-    """Active sagas whose work in flight is overdue, skipping those a worker holds now.
+def sagas_overdue_lock(
+    *, now: datetime, sent_before: datetime | None, limit: int
+) -> list[Saga]:
+    """Overdue active sagas whose work was sent before ``sent_before`` (the queues have
+    been consumed past it), skipping those a worker holds now.
 
     A saga whose step is executing is locked by that step's transaction, so SKIP LOCKED
     passes over it: only sagas nobody is working on can be recovered.
     """
+    sent_early = Q(sent_at__isnull=True)
+    if sent_before is not None:
+        sent_early |= Q(sent_at__lt=sent_before)
     return list(
-        Saga.objects.filter(status__in=ACTIVE_STATUSES, deadline_at__lt=now)
+        _overdue(now)
+        .filter(sent_early)
         .order_by("pk")
         .select_for_update(skip_locked=True, of=("self",))[:limit]
     )
+
+
+def sagas_overdue_unproven(*, now: datetime, sent_before: datetime | None) -> bool:
+    """Are there overdue sagas whose work may still be queued (a probe would tell)?"""
+    overdue = _overdue(now)
+    if sent_before is not None:
+        overdue = overdue.filter(sent_at__gte=sent_before)
+    return overdue.exists()
+
+
+def _overdue(now: datetime) -> QuerySet[Saga]:
+    # Served by the partial index on the deadlines of active sagas.
+    return Saga.objects.filter(status__in=ACTIVE_STATUSES, deadline_at__lt=now)
 
 
 def saga_last_dispatch(*, saga_id: int) -> OutboxMessage | None:
@@ -63,13 +83,26 @@ def saga_list(*, status: str | None = None, name: str | None = None) -> QuerySet
 
 
 def sagas_needing_attention(*, now: datetime) -> dict[str, int]:
-    """How many sagas gave up (FAILED) and how many are overdue (stuck, for now)."""
+    """How many sagas an operator must look at, and how many are overdue.
+
+    ``failed``: gave up (FAILED). ``attention``: still active but unable to move on
+    their own (a step after the pivot failing over and over, work that cannot be
+    sent, a saga the recovery sweep cannot handle). ``overdue``: past their deadline,
+    queued behind a backlog or lost; the recovery sweep tells which and resends.
+    """
+    active = Saga.objects.filter(status__in=ACTIVE_STATUSES)
     return {
         "failed": Saga.objects.filter(status=SagaStatus.FAILED).count(),
-        "stuck": Saga.objects.filter(
-            status__in=ACTIVE_STATUSES, deadline_at__lt=now
-        ).count(),
+        "attention": active.exclude(attention="").count(),
+        "overdue": _overdue(now).count(),
     }
+
+
+def sagas_needing_attention_q() -> Q:
+    """The sagas the admin lists under Needs attention: FAILED or flagged."""
+    return Q(status=SagaStatus.FAILED) | (
+        Q(status__in=ACTIVE_STATUSES) & ~Q(attention="")
+    )
 
 
 def outbox_claim(
@@ -84,7 +117,7 @@ def outbox_claim(
     Rows are picked by "not yet published", never by a last-seen id: ids are allocated
     at insert and commit out of order, so a watermark would skip a late committer.
     """
-    rows = model.objects.filter(published_at__isnull=True).filter(
+    rows = model.objects.filter(published_at__isnull=True, dead_at__isnull=True).filter(
         Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
     )
     if min_age is not None:
@@ -93,7 +126,7 @@ def outbox_claim(
 
 
 def outbox_pending_count(*, model: type[AbstractOutboxMessage]) -> int:
-    return model.objects.filter(published_at__isnull=True).count()
+    return model.objects.filter(published_at__isnull=True, dead_at__isnull=True).count()
 
 
 def saga_visible_to(*, user, saga_id: int) -> Saga | None:

@@ -10,16 +10,16 @@ import logging
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-import psycopg2.errors
-from billiard.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from sagas import dispatch, registry, selectors
+from sagas import dispatch, probes, registry, selectors
 from sagas.definitions import Phase, SagaDefinition
-from sagas.exceptions import ActionNotAllowed, BusinessError, StepTimeout
+from sagas.exceptions import ActionNotAllowed, StepTimeout
+from sagas.failures import Failure, FailureKind, describe, failure_because
 from sagas.models import (
+    ENDED_STATUSES,
     Saga,
     SagaEvent,
     SagaEventKind,
@@ -37,14 +37,8 @@ BROKEN_SAGA_BACKOFF = 300.0
 
 class StepOutcome(StrEnum):
     APPLIED = "applied"  # the work was done now
-    DUPLICATE = "duplicate"  # done by an earlier delivery; the chain may go on
-    STALE = "stale"  # the saga has moved elsewhere; this chain stops here
-
-
-class FailureKind(StrEnum):
-    BUSINESS = "business"
-    TIMEOUT = "timeout"
-    TRANSIENT = "transient"
+    DUPLICATE = "duplicate"  # done by an earlier delivery of this task; it may go on
+    STALE = "stale"  # the saga moved elsewhere, or another copy carries it: stop
 
 
 # START -------------------------------------------------------------------------------
@@ -69,13 +63,14 @@ def saga_start(
             return existing
     # No savepoint: if any of this fails, the caller's whole transaction must roll back.
     with transaction.atomic(savepoint=False):
-        saga = Saga.objects.create(
+        saga = Saga(
             name=name,
             context=context,
             idempotency_key=idempotency_key,
             owner_id=owner_id,
-            deadline_at=_deadline(definition, 0, Phase.ACTION),
         )
+        _mark_sent(saga, definition, 0, Phase.ACTION)
+        saga.save()
         SagaStep.objects.bulk_create(
             SagaStep(saga=saga, index=i, name=step.name)
             for i, step in enumerate(definition.steps)
@@ -103,7 +98,7 @@ def saga_step_run(
         if saga is None:
             return StepOutcome.STALE
         steps = selectors.saga_steps(saga=saga)
-        verdict = _verdict(saga, steps, definition, index, phase, generation)
+        verdict = _verdict(saga, steps, definition, index, phase, generation, task_id)
         if verdict is not None:
             return verdict
         timeout = unit_timeout(definition, index, phase)
@@ -111,7 +106,7 @@ def saga_step_run(
         if phase is Phase.ACTION:
             _run_action(saga, steps, definition, index, started, task_id, timeout)
         elif phase is Phase.COMPENSATION:
-            _run_compensation(saga, steps, definition, index, started, timeout)
+            _run_compensation(saga, steps, definition, index, started, task_id, timeout)
         else:
             _run_end(saga, definition, started, timeout)
     return StepOutcome.APPLIED
@@ -124,6 +119,7 @@ def _verdict(
     index: int,
     phase: Phase,
     generation: int,
+    task_id: str,
 ) -> StepOutcome | None:
     """None if this unit is due now; otherwise why it is not."""
     if generation != saga.generation:
@@ -133,16 +129,25 @@ def _verdict(
             return StepOutcome.STALE
         if saga.current_step == index:
             return None
-        return StepOutcome.DUPLICATE if saga.current_step > index else StepOutcome.STALE
+        if saga.current_step > index:
+            return _done_by(steps[index].task_id, task_id)
+        return StepOutcome.STALE
     if saga.status != SagaStatus.COMPENSATING:
         return StepOutcome.STALE
     pending = _to_compensate(steps, definition)
     if phase is Phase.END:
         return StepOutcome.STALE if pending else None
     if steps[index].status == StepStatus.COMPENSATED:
-        return StepOutcome.DUPLICATE
+        return _done_by(steps[index].compensation_task_id, task_id)
     # Compensations run strictly in reverse: only the highest one still owed is due.
     return None if pending and pending[0] == index else StepOutcome.STALE
+
+
+def _done_by(applier: str, task_id: str) -> StepOutcome:
+    """A unit found done: its own redelivery goes on (what follows may not have been
+    sent), a second copy (a resend, a republished dispatch) stops, so one chain lives.
+    """
+    return StepOutcome.DUPLICATE if applier == task_id else StepOutcome.STALE
 
 
 def _run_action(saga, steps, definition, index, started, task_id, timeout) -> None:
@@ -175,51 +180,56 @@ def _run_action(saga, steps, definition, index, started, task_id, timeout) -> No
         following.move_to(StepStatus.RUNNING)
         following.save(update_fields=["status"])
         saga.current_step = index + 1
-        saga.deadline_at = _deadline(definition, index + 1, Phase.ACTION, now=finished)
+        # The chain sends the next step as this commits.
+        _mark_sent(saga, definition, index + 1, Phase.ACTION, at=finished)
     else:
         saga.move_to(SagaStatus.COMPLETED)
         saga.finished_at, saga.deadline_at = finished, None
-    saga.recoveries = 0
+    saga.recoveries, saga.attention = 0, ""
     _save(
         saga,
         "status",
         "context",
         "current_step",
+        "sent_at",
         "deadline_at",
         "finished_at",
         "recoveries",
+        "attention",
     )
 
 
-def _run_compensation(saga, steps, definition, index, started, timeout) -> None:
+def _run_compensation(saga, steps, definition, index, started, task_id, timeout):
     definition.steps[index].compensate(dict(saga.context))
     finished = _within_deadline(started, timeout)
     step = steps[index]
     step.move_to(StepStatus.COMPENSATED)
     step.compensation_attempts += 1
     step.compensated_at, step.compensation_error = finished, ""
+    step.compensation_task_id = task_id
     step.save(
         update_fields=[
             "status",
             "compensation_attempts",
             "compensated_at",
             "compensation_error",
+            "compensation_task_id",
         ]
     )
     saga.current_step = index
-    next_unit = _current_unit(saga, steps, definition)
-    saga.deadline_at = _deadline(definition, *next_unit, now=finished)
-    saga.recoveries = 0
-    _save(saga, "current_step", "deadline_at", "recoveries")
+    _mark_sent(saga, definition, *_current_unit(saga, steps, definition), at=finished)
+    saga.recoveries, saga.attention = 0, ""
+    _save(saga, "current_step", "sent_at", "deadline_at", "recoveries", "attention")
 
 
 def _run_end(saga, definition, started, timeout) -> None:
     if definition.on_compensated is not None:
-        definition.on_compensated(dict(saga.context), _compensation_reason(saga))
+        reason = saga.reason or "the purchase could not be completed"
+        definition.on_compensated(dict(saga.context), reason)
     finished = _within_deadline(started, timeout)
     saga.move_to(SagaStatus.COMPENSATED)
-    saga.finished_at, saga.deadline_at = finished, None
-    _save(saga, "status", "finished_at", "deadline_at")
+    saga.finished_at, saga.deadline_at, saga.attention = finished, None, ""
+    _save(saga, "status", "finished_at", "deadline_at", "attention")
 
 
 # FAILURE -----------------------------------------------------------------------------
@@ -232,8 +242,7 @@ def saga_step_failed(
     definition: SagaDefinition,
     index: int,
     phase: Phase,
-    kind: "FailureKind",
-    reason: str,
+    failure: Failure,
     task_id: str,
 ) -> None:
     """Record a failed attempt, then retry it, compensate, or mark the saga FAILED."""
@@ -242,45 +251,46 @@ def saga_step_failed(
         if saga is None:
             return
         steps = selectors.saga_steps(saga=saga)
-        if _verdict(saga, steps, definition, index, phase, generation) is not None:
-            return  # a stale or duplicate copy failed, or the saga already moved on
-        _handle_failure(saga, steps, definition, index, phase, kind, reason, task_id)
+        verdict = _verdict(saga, steps, definition, index, phase, generation, task_id)
+        if verdict is StepOutcome.DUPLICATE:
+            # This very task's work committed and the task failed afterwards (a soft
+            # time limit just after the commit, a broker lost while sending the next
+            # step): what follows was never sent. Send it on now.
+            _send_on(saga, steps, definition)
+        elif verdict is None:
+            _handle_failure(saga, steps, definition, index, phase, failure, task_id)
 
 
-def _handle_failure(saga, steps, definition, index, phase, kind, reason, task_id=""):
-    attempts = _record_attempt(saga, steps, index, phase, reason, task_id)
-    policy = definition.retry_policy(index, phase)
+def _handle_failure(saga, steps, definition, index, phase, failure, task_id=""):
+    attempts = _record_attempt(saga, steps, index, phase, failure.reason, task_id)
+    retry = _may_retry(definition, index, phase, failure.kind, attempts)
     if phase is not Phase.ACTION:
-        if policy.allows(attempts):
-            _retry(saga, steps, definition, index, phase, attempts, reason)
+        if retry:
+            _retry(saga, steps, definition, index, phase, attempts, failure)
         else:
-            _fail(saga, reason)
+            _fail(saga, failure.reason)
         return
     after_pivot = definition.is_after_pivot(index)
-    if kind is FailureKind.BUSINESS and after_pivot:
-        _fail(saga, reason, steps[index])
-    elif kind is FailureKind.BUSINESS or (
-        kind is FailureKind.TIMEOUT and not after_pivot
+    if failure.kind is FailureKind.BUSINESS and after_pivot:
+        _fail(saga, failure.reason, steps[index])
+    elif failure.kind is FailureKind.BUSINESS or (
+        failure.kind is FailureKind.TIMEOUT and not after_pivot
     ):
-        _compensate(saga, steps, definition, reason)
-    elif policy.allows(attempts):
-        _retry(saga, steps, definition, index, phase, attempts, reason)
+        _compensate(saga, steps, definition, failure)
+    elif retry:
+        _retry(saga, steps, definition, index, phase, attempts, failure)
     elif after_pivot:
-        _fail(saga, reason, steps[index])
+        _fail(saga, failure.reason, steps[index])
     else:
-        _compensate(saga, steps, definition, reason)
+        _compensate(saga, steps, definition, failure)
 
 
-def classify(error: BaseException) -> FailureKind:
-    """Business errors compensate at once, timeouts depend on the pivot, the rest is
-    transient (an unexpected error included) and retried up to the step's limit."""
-    if isinstance(error, BusinessError):
-        return FailureKind.BUSINESS
-    if isinstance(error, (StepTimeout, SoftTimeLimitExceeded, TimeLimitExceeded)):
-        return FailureKind.TIMEOUT
-    if isinstance(error.__cause__, psycopg2.errors.QueryCanceled):  # statement_timeout
-        return FailureKind.TIMEOUT
-    return FailureKind.TRANSIENT
+def _may_retry(definition, index, phase, kind: FailureKind, attempts: int) -> bool:
+    """Within the retry budget; an unexpected error (a bug) has a small one of its
+    own even where the budget is endless, so it reaches an operator."""
+    if kind is FailureKind.UNEXPECTED and attempts > settings.SAGA_UNEXPECTED_RETRIES:
+        return False
+    return definition.retry_policy(index, phase).allows(attempts)
 
 
 def _record_attempt(saga, steps, index, phase, reason, task_id) -> int:
@@ -303,23 +313,31 @@ def _record_attempt(saga, steps, index, phase, reason, task_id) -> int:
     return step.attempts
 
 
-def _retry(saga, steps, definition, index, phase, attempts, reason) -> None:
+def _retry(saga, steps, definition, index, phase, attempts, failure) -> None:
     countdown = definition.retry_policy(index, phase).countdown(attempts)
+    name = _unit_name(saga, index, phase)
     if attempts <= 10 or attempts % 100 == 0:  # a step retried forever logs a sample
         _log(
             saga,
             SagaEventKind.RETRY_SCHEDULED,
-            _unit_name(saga, index, phase),
-            f"attempt {attempts} failed ({reason}); next attempt in {countdown:.1f}s",
+            name,
+            f"attempt {attempts} failed ({failure.reason}); "
+            f"next attempt in {countdown:.1f}s",
         )
-    saga.deadline_at = _deadline(definition, index, phase, extra=countdown)
-    _save(saga, "deadline_at")
+    if attempts >= settings.SAGA_ATTENTION_ATTEMPTS:
+        _flag(
+            saga,
+            f"{name} has failed {attempts} times ({failure.kind}); still retrying. "
+            f"Last error: {failure.reason}",
+        )
+    _mark_sent(saga, definition, index, phase, countdown=countdown)
+    _save(saga, "sent_at", "deadline_at", "attention")
     _redispatch(
         saga, steps, definition, topic=dispatch.Topic.RETRY, countdown=countdown
     )
 
 
-def _compensate(saga, steps, definition, reason) -> None:
+def _compensate(saga, steps, definition, failure: Failure) -> None:
     """Stop going forward; undo what succeeded, newest first."""
     current = steps[saga.current_step]
     if current.status == StepStatus.RUNNING:
@@ -327,10 +345,20 @@ def _compensate(saga, steps, definition, reason) -> None:
         current.move_to(StepStatus.FAILED if current.attempts else StepStatus.PENDING)
         current.save(update_fields=["status"])
     saga.move_to(SagaStatus.COMPENSATING)
-    saga.error, saga.recoveries = reason, 0  # new work, a fresh recovery budget
-    saga.deadline_at = _deadline(definition, *_current_unit(saga, steps, definition))
-    _save(saga, "status", "error", "recoveries", "deadline_at")
-    _log(saga, SagaEventKind.COMPENSATION_STARTED, current.name, reason)
+    saga.error, saga.reason = failure.reason, failure.public
+    saga.recoveries, saga.attention = 0, ""  # new work, a fresh recovery budget
+    _mark_sent(saga, definition, *_current_unit(saga, steps, definition))
+    _save(
+        saga,
+        "status",
+        "error",
+        "reason",
+        "recoveries",
+        "attention",
+        "sent_at",
+        "deadline_at",
+    )
+    _log(saga, SagaEventKind.COMPENSATION_STARTED, current.name, failure.reason)
     dispatch.dispatch_backward(
         saga,
         pending=_to_compensate(steps, definition),
@@ -356,74 +384,96 @@ def _fail(saga, reason, step: SagaStep | None = None) -> None:
     )
 
 
+def _send_on(saga, steps, definition) -> None:
+    """Send the unit that follows a done one again, in the same generation."""
+    if saga.status in ENDED_STATUSES or saga.status == SagaStatus.FAILED:
+        return
+    _mark_sent(saga, definition, *_current_unit(saga, steps, definition))
+    _save(saga, "sent_at", "deadline_at")
+    _redispatch(saga, steps, definition, topic=dispatch.Topic.CONTINUED, renew=False)
+
+
 # RECOVERY ----------------------------------------------------------------------------
 
 
 def sagas_recover(*, limit: int = 100) -> int:
-    """Drive forward (or back) every saga whose work in flight went missing.
+    """Send again the work of every saga whose work in flight was lost; return how
+    many overdue sagas were looked at.
 
-    A saga a worker is executing holds its row lock and is skipped. The others are
-    overdue because a message was lost (a killed worker, a restarted broker) or is
-    still queued behind a backlog; sending the work again is safe either way, since a
-    delivery that finds its work done does nothing.
+    Overdue is not lost: under a backlog a saga's work waits in the broker long past
+    its deadline. Work is resent only once a queue probe proves the queues have been
+    consumed past it (sagas.probes), and then in the same generation, so a copy still
+    queued somewhere stays valid. A saga a worker is executing holds its row lock and
+    is skipped.
     """
     now = timezone.now()
+    consumed_up_to = probes.queues_consumed_up_to(now=now)
     with transaction.atomic(durable=True):
-        overdue = selectors.sagas_overdue_lock(now=now, limit=limit)
+        overdue = selectors.sagas_overdue_lock(
+            now=now, sent_before=consumed_up_to, limit=limit
+        )
         for saga in overdue:
             try:
                 with transaction.atomic():  # a savepoint: one bad saga stops no other
-                    _recover(saga, now)
-            except Exception:
+                    _recover(saga, now, consumed_up_to)
+            except Exception as exc:
                 logger.exception("saga %s could not be recovered", saga.pk)
-                Saga.objects.filter(pk=saga.pk).update(
-                    deadline_at=now + timedelta(seconds=BROKEN_SAGA_BACKOFF)
-                )
+                why = f"the recovery sweep cannot handle it: {describe(exc)}"
+                _flag_broken(saga, now, why)
+    if selectors.sagas_overdue_unproven(now=now, sent_before=consumed_up_to):
+        probes.probes_send(now=now)  # after the commit: no lock waits on the broker
     return len(overdue)
 
 
-def _recover(saga: Saga, now: datetime) -> None:
+def _recover(saga: Saga, now: datetime, consumed_up_to: datetime) -> None:
     definition = registry.definition(saga.name)
     steps = selectors.saga_steps(saga=saga)
     index, phase = _current_unit(saga, steps, definition)
     last = selectors.saga_last_dispatch(saga_id=saga.pk)
+    if last is not None and last.is_dead:
+        _flag_broken(saga, now, f"its work cannot be sent: {last.last_error}")
+        return
     if last is not None and last.published_at is None:
-        # Its work is still in the outbox (the relay or broker is behind): wait.
+        # Its work is still in the outbox (the relay or the broker is behind): wait.
         saga.deadline_at = now + timedelta(seconds=settings.SAGA_RECOVERY_GRACE)
         _save(saga, "deadline_at")
         return
+    sent = saga.sent_at or now
     if last is not None:
-        # Counted from when the work went out, not from when it was decided.
-        due = last.published_at + timedelta(
-            seconds=last.payload.get("countdown", 0)
-            + unit_timeout(definition, index, phase)
-            + settings.SAGA_RECOVERY_GRACE
-        )
-        if due > now:
-            saga.deadline_at = due
-            _save(saga, "deadline_at")
-            return
+        countdown = timedelta(seconds=last.payload.get("countdown", 0))
+        sent = max(sent, last.published_at + countdown)
+    if consumed_up_to is None or sent >= consumed_up_to:
+        # Sent after the queues were last measured: it may still be queued.
+        saga.sent_at = sent
+        _save(saga, "sent_at")
+        return
     if saga.recoveries >= settings.SAGA_MAX_RECOVERIES:
         reason = (
-            f"{definition.task_name(index, phase)}: "
-            f"no progress after {saga.recoveries} recoveries"
+            f"{definition.task_name(index, phase)}: its work was lost "
+            f"{saga.recoveries + 1} times"
         )
-        _handle_failure(
-            saga, steps, definition, index, phase, FailureKind.TIMEOUT, reason
-        )
+        failure = failure_because(FailureKind.TIMEOUT, reason)
+        _handle_failure(saga, steps, definition, index, phase, failure)
         return
     saga.recoveries += 1
-    backoff = unit_timeout(definition, index, phase) * (2 ** (saga.recoveries - 1))
-    saga.deadline_at = now + timedelta(seconds=backoff + settings.SAGA_RECOVERY_GRACE)
-    _save(saga, "recoveries", "deadline_at")
+    _mark_sent(saga, definition, index, phase, at=now)
+    _save(saga, "recoveries", "sent_at", "deadline_at")
     _log(
         saga,
         SagaEventKind.RECOVERED,
         _unit_name(saga, index, phase),
-        f"no progress since {saga.updated_at:%H:%M:%S}; work sent again "
-        f"(recovery {saga.recoveries})",
+        f"sent at {sent:%H:%M:%S.%f}"[:-3] + ", and the queues have been consumed "
+        f"past it without it: lost; sent again (recovery {saga.recoveries})",
     )
-    _redispatch(saga, steps, definition, topic=dispatch.Topic.RECOVERED)
+    _redispatch(saga, steps, definition, topic=dispatch.Topic.RECOVERED, renew=False)
+
+
+def _flag_broken(saga: Saga, now: datetime, why: str) -> None:
+    """A saga the sweep cannot handle: an operator must look, and the sweep later."""
+    backoff = timedelta(seconds=BROKEN_SAGA_BACKOFF)
+    Saga.objects.filter(pk=saga.pk).update(deadline_at=now + backoff, attention=why)
+    if saga.attention != why:
+        _log(saga, SagaEventKind.ATTENTION, "", why)
 
 
 # OPERATOR ACTIONS --------------------------------------------------------------------
@@ -453,11 +503,17 @@ def saga_retry(*, saga_id: int, actor: str) -> Saga:
             saga.move_to(SagaStatus.COMPENSATING)
             SagaStep.objects.filter(saga=saga).update(compensation_attempts=0)
             saga.end_attempts = 0
-        saga.recoveries = 0
-        saga.deadline_at = _deadline(
-            definition, *_current_unit(saga, steps, definition)
+        saga.recoveries, saga.attention = 0, ""
+        _mark_sent(saga, definition, *_current_unit(saga, steps, definition))
+        _save(
+            saga,
+            "status",
+            "recoveries",
+            "attention",
+            "end_attempts",
+            "sent_at",
+            "deadline_at",
         )
-        _save(saga, "status", "recoveries", "end_attempts", "deadline_at")
         _log(saga, SagaEventKind.OPERATOR_RETRY, "", detail, actor=actor)
         _redispatch(saga, steps, definition, topic=dispatch.Topic.OPERATOR_RETRY)
     return saga
@@ -478,18 +534,16 @@ def saga_cancel(*, saga_id: int, actor: str, reason: str = "") -> Saga:
                 "the saga has passed its pivot and can only go forward"
             )
         detail = f"cancelled by {actor}" + (f": {reason}" if reason else "")
+        # The customer learns that the shop cancelled it (and why), not who did.
+        public = "cancelled by the shop" + (f": {reason}" if reason else "")
         _log(saga, SagaEventKind.OPERATOR_CANCEL, "", detail, actor=actor)
-        _compensate(saga, steps, definition, detail)
+        _compensate(
+            saga, steps, definition, Failure(FailureKind.BUSINESS, detail, public)
+        )
     return saga
 
 
 # HELPERS -----------------------------------------------------------------------------
-
-
-def _compensation_reason(saga: Saga) -> str:
-    """Why the saga is undone: its first cause, not a later failed compensation."""
-    started = saga.events.filter(kind=SagaEventKind.COMPENSATION_STARTED).last()
-    return started.detail if started else saga.error
 
 
 def _to_compensate(steps: list[SagaStep], definition: SagaDefinition) -> list[int]:
@@ -508,14 +562,22 @@ def _current_unit(saga, steps, definition) -> tuple[int, Phase]:
     return saga.current_step, Phase.ACTION
 
 
-def _redispatch(saga, steps, definition, *, topic: str, countdown: float = 0.0) -> None:
+def _redispatch(
+    saga,
+    steps,
+    definition,
+    *,
+    topic: str,
+    countdown: float = 0.0,
+    renew: bool = True,
+) -> None:
     if saga.status == SagaStatus.COMPENSATING:
         pending = _to_compensate(steps, definition)
         dispatch.dispatch_backward(
-            saga, pending=pending, topic=topic, countdown=countdown
+            saga, pending=pending, topic=topic, countdown=countdown, renew=renew
         )
     else:
-        dispatch.dispatch_forward(saga, topic=topic, countdown=countdown)
+        dispatch.dispatch_forward(saga, topic=topic, countdown=countdown, renew=renew)
 
 
 def _pivot_passed(steps, definition) -> bool:
@@ -528,11 +590,21 @@ def unit_timeout(definition: SagaDefinition, index: int, phase: Phase) -> float:
     return step_timeout or settings.SAGA_STEP_TIMEOUT
 
 
-def _deadline(definition, index, phase, *, now=None, extra: float = 0.0) -> datetime:
-    seconds = (
-        extra + unit_timeout(definition, index, phase) + settings.SAGA_RECOVERY_GRACE
-    )
-    return (now or timezone.now()) + timedelta(seconds=seconds)
+def _mark_sent(
+    saga: Saga,
+    definition: SagaDefinition,
+    index: int,
+    phase: Phase,
+    *,
+    at: datetime | None = None,
+    countdown: float = 0.0,
+) -> None:
+    """Record that the unit's work goes to the broker now (or ``at``), to start after
+    ``countdown``: the time recovery proves a loss against, and the deadline by which
+    it is overdue."""
+    saga.sent_at = (at or timezone.now()) + timedelta(seconds=countdown)
+    allowed = unit_timeout(definition, index, phase) + settings.SAGA_RECOVERY_GRACE
+    saga.deadline_at = saga.sent_at + timedelta(seconds=allowed)
 
 
 def _limit_statements(timeout: float) -> None:
@@ -562,10 +634,18 @@ def _unit_name(saga: Saga, index: int, phase: Phase) -> str:
     return registry.definition(saga.name).task_name(index, phase).split(".", 1)[1]
 
 
-def describe(error: BaseException) -> str:
-    """An error as one line: its class and message, for step records and logs."""
-    text = str(error) or error.__class__.__name__
-    return f"{error.__class__.__name__}: {text}"[:2000]
+def _flag(saga: Saga, why: str) -> None:
+    """Mark a saga that cannot move on its own as needing an operator (logged once)."""
+    if not saga.attention:
+        _log(saga, SagaEventKind.ATTENTION, "", why)
+        logger.warning(
+            "saga %s (%s) needs attention: %s",
+            saga.pk,
+            saga.name,
+            why,
+            extra={"saga_id": saga.pk},
+        )
+    saga.attention = why[:2000]
 
 
 def _log(saga, kind, step_name, detail, *, actor="system") -> None:

@@ -1,15 +1,17 @@
 """Celery entry points of the engine: generated step tasks, their errback, sweeps."""
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from celery import Task, shared_task
 from celery.exceptions import Ignore
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
+from django.utils import timezone
 
-from sagas import registry, relay, services
+from sagas import probes, registry, relay, services
 from sagas.definitions import Phase, SagaDefinition
 from sagas.exceptions import BusinessError
+from sagas.failures import Failure, FailureKind, failure_of
 
 SAGA_QUEUE = "sagas"
 HARD_LIMIT_SLACK = 10.0  # seconds between a step's soft and hard time limits
@@ -72,13 +74,15 @@ def step_failed(request, exc, traceback, saga_id: int, generation: int) -> None:
     sweep finds the saga overdue and sends its work again.
     """
     unit = registry.unit(request.task)
+    failure = failure_of(exc, unit_name=unit.name)
     record_failure.apply_async(
         kwargs={
             "saga_id": saga_id,
             "generation": generation,
             "task_name": unit.name,
-            "kind": services.classify(exc),
-            "reason": f"{unit.name}: {services.describe(exc)}",
+            "kind": failure.kind,
+            "reason": failure.reason,
+            "public": failure.public,
             "task_id": request.id or "",
         }
     )
@@ -99,6 +103,7 @@ def record_failure(
     kind: str,
     reason: str,
     task_id: str,
+    public: str = "",
 ) -> None:
     """Record a failed attempt and decide: retry, compensate, or give up (FAILED)."""
     unit = registry.unit(task_name)
@@ -108,8 +113,7 @@ def record_failure(
         definition=unit.definition,
         index=unit.index,
         phase=unit.phase,
-        kind=services.FailureKind(kind),
-        reason=reason,
+        failure=Failure(FailureKind(kind), reason, public),
         task_id=task_id,
     )
 
@@ -123,6 +127,14 @@ def relay_outbox() -> int:
 @shared_task(name="sagas.recover_sagas")
 def recover_sagas() -> int:
     return services.sagas_recover()
+
+
+@shared_task(name=probes.PROBE_TASK, ignore_result=True)
+def probe_queue(queue: str, sent_at: str) -> None:
+    """A probe sent down a saga queue by the recovery sweep has reached a worker."""
+    probes.probe_arrived(
+        queue=queue, sent_at=datetime.fromisoformat(sent_at), now=timezone.now()
+    )
 
 
 @shared_task(name="sagas.clean_outbox")

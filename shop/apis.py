@@ -25,7 +25,8 @@ class HealthApi(APIView):
         )
         sagas = serializers.DictField(
             child=serializers.IntegerField(),
-            help_text='Sagas needing attention: {"failed": n, "stuck": n}.',
+            help_text="Sagas needing an operator and sagas past their deadline: "
+            '{"failed": n, "attention": n, "overdue": n}.',
         )
 
     @extend_schema(responses={200: OutputSerializer, 503: OutputSerializer})

@@ -3,9 +3,53 @@
 import os
 
 from celery import Celery
+from celery.app.events import Events
+from celery.events.dispatcher import EventDispatcher
+from celery.signals import task_postrun, task_prerun
+
+from shop import brokers
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "shop.settings")
+brokers.release_prefetch_slot_on_failed_ack()
 
-app = Celery("shop")
+
+class BoundedEventDispatcher(EventDispatcher):
+    """Sends worker and task events with one try, never retrying forever.
+
+    A worker sends its heartbeat from its main loop with ``retry=True`` and no limit:
+    on a broker that accepts connections and never answers, the loop would retry,
+    each try cut by the socket timeout, until the broker came back, and handle no time
+    limit, result or acknowledgement meanwhile. With one try an event that cannot be
+    sent is kept in the dispatcher's buffer and sent later.
+    """
+
+    def _publish(self, event, producer, routing_key, retry=False, retry_policy=None):
+        return super()._publish(
+            event,
+            producer,
+            routing_key,
+            retry=retry,
+            retry_policy=retry_policy or {"max_retries": 0},
+        )
+
+
+class BoundedEvents(Events):
+    dispatcher_cls = BoundedEventDispatcher
+
+
+app = Celery("shop", events=BoundedEvents)
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@task_prerun.connect
+@task_postrun.connect
+def close_unusable_connections(**kwargs) -> None:
+    """Drop a broken or expired database connection around every task, as Django
+    does around every request. Celery's own fixup does not while connections are
+    reused (CELERY_DB_REUSE_MAX): after a PostgreSQL restart, the first task in each
+    worker process would fail on its dead connection. With CONN_HEALTH_CHECKS, a
+    connection is checked (one round trip) before a task first uses it."""
+    from django.db import close_old_connections
+
+    close_old_connections()

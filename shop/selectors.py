@@ -7,6 +7,7 @@ from kombu import Connection
 
 from sagas import faults
 from sagas import selectors as saga_selectors
+from shop import brokers
 
 # Together under the ~3 s a load balancer waits: a broker that is down answers at once
 # (connection refused); one that accepts but never replies is cut off by these.
@@ -30,13 +31,13 @@ def health_broker() -> str:
     Reads ``CELERY_BROKER_URL`` at call time (the Celery app caches its configuration)
     and connects once, without the retries a worker would make.
     """
+    url = settings.CELERY_BROKER_URL
     broker = Connection(
-        settings.CELERY_BROKER_URL,
+        url,
         connect_timeout=BROKER_TIMEOUT,
         transport_options={
             **settings.CELERY_BROKER_TRANSPORT_OPTIONS,
-            "socket_connect_timeout": BROKER_TIMEOUT,
-            "socket_timeout": BROKER_TIMEOUT,
+            **brokers.socket_timeouts(url, timeout=BROKER_TIMEOUT),
         },
     )
     try:

@@ -4,6 +4,8 @@ from pathlib import Path
 
 import environ
 
+from shop import brokers
+
 # PATHS AND ENVIRONMENT ---------------------------------------------------------------
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -149,13 +151,25 @@ SPECTACULAR_SETTINGS = {
 
 CELERY_BROKER_URL = env("CELERY_BROKER_URL")
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-CELERY_BROKER_TRANSPORT_OPTIONS = {
-    # A message a worker took but never acknowledged comes back after this long. It
-    # must exceed the longest step deadline plus the longest retry countdown, or a
-    # step still running would be handed to a second worker (checked by sagas.checks).
-    "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=600),
-    # Lets tests and several checkouts share one Redis without seeing each other.
-    "global_keyprefix": env("CELERY_BROKER_KEYPREFIX", default=""),
+# Every broker call is bounded by this (connect, send, a publish's confirmation): a
+# broker that stops answering fails calls instead of hanging them (shop.brokers).
+BROKER_TIMEOUT = env.float("BROKER_TIMEOUT", default=5.0)
+CELERY_BROKER_CONNECTION_TIMEOUT = BROKER_TIMEOUT
+CELERY_BROKER_TRANSPORT_OPTIONS = brokers.transport_options(
+    CELERY_BROKER_URL,
+    timeout=BROKER_TIMEOUT,
+    # It must exceed the longest step deadline plus the longest retry countdown, or
+    # a step still running would be handed to a second worker (sagas.checks).
+    visibility_timeout=env.int("CELERY_VISIBILITY_TIMEOUT", default=600),
+    keyprefix=env("CELERY_BROKER_KEYPREFIX", default=""),
+)
+# A failed publish is tried once more, then the caller sees the error: the outbox
+# relay postpones the row, a step's next message is recovered by the sweep.
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": 1,
+    "interval_start": 0.2,
+    "interval_step": 0.5,
+    "interval_max": 1.0,
 }
 CELERY_RESULT_BACKEND = "django-db"
 CELERY_RESULT_EXTENDED = True
@@ -204,8 +218,16 @@ SAGA_STEP_TIMEOUT = env.float("SAGA_STEP_TIMEOUT", default=30.0)
 # How long past its deadline a saga may sit unlocked before the recovery sweep
 # re-dispatches its work (a queue backlog is not a crash).
 SAGA_RECOVERY_GRACE = env.float("SAGA_RECOVERY_GRACE", default=10.0)
-# After this many recoveries of the same step, the step counts as failed.
+# After this many proven losses of the same step's work, it counts as timed out.
 SAGA_MAX_RECOVERIES = env.int("SAGA_MAX_RECOVERIES", default=5)
+# A queue probe that has not arrived after this long is sent again (sagas.probes).
+SAGA_PROBE_RESEND = env.float("SAGA_PROBE_RESEND", default=30.0)
+# An unexpected error (a bug, not an outage) is retried this many times at most, even
+# after the pivot where outages are retried forever; then an operator is needed.
+SAGA_UNEXPECTED_RETRIES = env.int("SAGA_UNEXPECTED_RETRIES", default=3)
+# A step after the pivot that has failed this many times shows as needing attention
+# (it is still retried).
+SAGA_ATTENTION_ATTEMPTS = env.int("SAGA_ATTENTION_ATTEMPTS", default=10)
 # Fault injection for demos and tests, e.g. "payments.charge:transient:0.2"; empty: off.
 SAGA_FAULTS = env("SAGA_FAULTS", default="")
 # Published outbox rows are kept this long, then deleted.

@@ -3,7 +3,9 @@
 import contextlib
 import os
 import re
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -208,11 +210,129 @@ class LocalRedis:
 
     def stop(self) -> None:
         if self.proc is not None:
+            self.thaw()  # a stopped process would not handle SIGTERM
             self.proc.terminate()
             self.proc.wait(timeout=10)
             self.proc = None
         with contextlib.suppress(FileNotFoundError):
             self.socket.unlink()
+
+    def freeze(self) -> None:
+        """Stop answering, as a hung broker does: connections stay open, nothing
+        is read or written (SIGSTOP of this test's own server only)."""
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGCONT)
+
+
+# The plain server script: /usr/sbin/rabbitmq-server switches to the rabbitmq user,
+# who may not write a test's own directory.
+RABBITMQ_SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
+
+
+class LocalRabbitMQ:
+    """A RabbitMQ node of a test's own (its name, port and data under a temporary
+    directory), so a test may stop and restart its broker and touch no other."""
+
+    def __init__(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="sagashop-rabbitmq-"))
+        self.port, self.dist_port = free_port(), free_port()
+        self.node = f"sagashop-test-{self.port}@localhost"
+        self.proc: subprocess.Popen | None = None
+
+    @staticmethod
+    def missing() -> str | None:
+        """Why no node can be started here, or None."""
+        if not Path(RABBITMQ_SERVER).exists() or not shutil.which("erl"):
+            return f"RabbitMQ is not installed here ({RABBITMQ_SERVER} not found)"
+        return None
+
+    @property
+    def url(self) -> str:
+        return f"amqp://guest:guest@127.0.0.1:{self.port}//"
+
+    def start(self) -> "LocalRabbitMQ":
+        plugins = self.dir / "enabled_plugins"
+        plugins.write_text("[].")
+        env = {
+            **os.environ,
+            "HOME": str(self.dir),  # its own Erlang cookie
+            "RABBITMQ_NODENAME": self.node,
+            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+            "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_DIST_PORT": str(self.dist_port),
+            "RABBITMQ_MNESIA_BASE": str(self.dir / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(self.dir / "log"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(plugins),
+            "RABBITMQ_PID_FILE": str(self.dir / "pid"),
+            "RABBITMQ_CONFIG_FILE": str(self.dir / "rabbitmq"),
+        }
+        log = open(self.dir / "server.log", "a")  # noqa: SIM115 (closed with it)
+        self.proc = subprocess.Popen(
+            [RABBITMQ_SERVER],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        wait_until(
+            self._accepts,
+            timeout=60,
+            what="RabbitMQ to start",
+            on_timeout=lambda: (self.dir / "server.log").read_text()[-3000:],
+        )
+        return self
+
+    def _accepts(self) -> bool:
+        from kombu import Connection
+
+        if self.proc.poll() is not None:
+            raise AssertionError("RabbitMQ exited: see " + str(self.dir))
+        try:
+            with Connection(self.url, connect_timeout=1) as connection:
+                connection.ensure_connection(max_retries=1, timeout=2)
+        except Exception:
+            return False
+        return True
+
+    def ctl(self, *args: str) -> str:
+        """Run rabbitmqctl against this node only (it shares the node's cookie)."""
+        ctl = Path(RABBITMQ_SERVER).with_name("rabbitmqctl")
+        done = subprocess.run(
+            [str(ctl), "-n", self.node, *args],
+            env={**os.environ, "HOME": str(self.dir)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        return done.stdout
+
+    def stop(self) -> None:
+        """Stop the node (its durable queues and persistent messages stay on disk)."""
+        if self.proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        self.proc = None
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def wait_until(

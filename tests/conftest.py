@@ -1,9 +1,19 @@
-"""Fixtures for cross-app tests: a real worker and relay on the test database."""
+"""Fixtures for cross-app tests: real workers, relays, beats and brokers on the test
+database."""
 
 import pytest
 from django.db import connection
 
-from tests.cluster import Cluster
+from tests.cluster import Cluster, LocalRabbitMQ, LocalRedis
+
+# Short deadlines so that stalls and lost work show within seconds.
+TIMING = {
+    "SAGA_STEP_TIMEOUT": "3",
+    "SAGA_RECOVERY_GRACE": "1",
+    "SAGA_RECOVERY_SECONDS": "1",
+    "SAGA_PROBE_RESEND": "3",
+    "OUTBOX_SWEEP_SECONDS": "1",
+}
 
 
 @pytest.fixture(scope="session")
@@ -23,3 +33,50 @@ def cluster(django_db_setup, django_db_blocker):
 @pytest.fixture
 def test_db_name(transactional_db) -> str:
     return connection.settings_dict["NAME"]
+
+
+@pytest.fixture
+def timing(settings):
+    """The test process places orders too: it computes deadlines as the workers do."""
+    settings.SAGA_STEP_TIMEOUT = float(TIMING["SAGA_STEP_TIMEOUT"])
+    settings.SAGA_RECOVERY_GRACE = float(TIMING["SAGA_RECOVERY_GRACE"])
+
+
+@pytest.fixture
+def start_cluster(test_db_name, timing):
+    """Start a cluster of the test's own, with fault injection and settings set
+    through the environment as an operator would; stopped after the test."""
+    started: list[Cluster] = []
+
+    def start(
+        faults: str = "", *, beat: bool = True, concurrency: int = 2, **env
+    ) -> Cluster:
+        cluster = Cluster(
+            db_name=test_db_name,
+            env={**TIMING, "SAGA_FAULTS": faults, **env},
+            concurrency=concurrency,
+        )
+        started.append(cluster.start(beat=beat))
+        return cluster
+
+    yield start
+    for cluster in started:
+        cluster.stop()
+
+
+@pytest.fixture
+def broker(request, settings):
+    """A broker of the test's own, Redis or RabbitMQ by the test's parameter, which the
+    test may stop, restart or freeze; the test process checks health against it."""
+    if request.param == "rabbitmq":
+        if reason := LocalRabbitMQ.missing():
+            pytest.skip(reason)
+        server = LocalRabbitMQ().start()
+    else:
+        server = LocalRedis().start()
+    settings.CELERY_BROKER_URL = server.url
+    yield server
+    if request.param == "rabbitmq":
+        server.remove()
+    else:
+        server.stop()

@@ -8,7 +8,11 @@ from django.contrib.auth.models import User
 from django.db import connection
 from rest_framework.test import APIClient
 
+from inventory.models import Product
 from inventory.tests.factories import product_make
+from orders.models import Order, OrderStatus
+from orders.reconcile import reconcile
+from payments.models import Payment, PaymentStatus
 from payments.tests.factories import customer_make
 from sagas.models import ENDED_STATUSES, Saga, SagaStatus
 from shop.tests.factories import client_for
@@ -81,3 +85,37 @@ def wait_ended(saga_ids, *, timeout: float = 60.0) -> list[Saga]:
     return wait_until(
         ended, timeout=timeout, what=f"{len(ids)} sagas to end", on_timeout=stuck
     )
+
+
+def place(customer: Customer, items: dict[str, int], **kwargs) -> Saga:
+    """Place an order through the REST API, which must accept it; return its saga."""
+    response = customer.order(items, **kwargs)
+    assert response.status_code == 202, response.content
+    return Saga.objects.get(pk=response.json()["saga_id"])
+
+
+def place_batch(buyers: list[Customer], n: int, *, rare: bool = False) -> list[int]:
+    """Place ``n`` orders from threads; every fourth asks for RARE if ``rare``."""
+
+    def one(i: int) -> int:
+        items = {"RARE": 1} if rare and i % 4 == 3 else {"TEA": 1 + i % 3}
+        return place(buyers[i % len(buyers)], items).pk
+
+    return in_threads(one, range(n))
+
+
+def ended(saga_ids: list[int]) -> int:
+    return Saga.objects.filter(pk__in=saga_ids, status__in=ENDED_STATUSES).count()
+
+
+def assert_consistent() -> None:
+    """Nothing lost, nothing doubled: every saga ended and the books add up."""
+    assert not Saga.objects.exclude(status__in=ENDED_STATUSES).exists()
+    assert reconcile().violations == []
+    confirmed = Order.objects.filter(status=OrderStatus.CONFIRMED)
+    for order in confirmed:
+        [payment] = Payment.objects.filter(order_ref=order.pk)
+        assert (payment.status, payment.amount) == (PaymentStatus.CAPTURED, order.total)
+    assert not Order.objects.filter(status=OrderStatus.PENDING).exists()
+    sold = sum(Product.objects.values_list("sold", flat=True))
+    assert sold == sum(line.quantity for o in confirmed for line in o.lines.all())

@@ -100,7 +100,7 @@ def test_saga_pages_render_for_staff(admin_client, place):
 
     assert page.status_code == 200
     html = page.content.decode()
-    steps = ["reserve_stock", "charge_payment", "create_shipment", "confirm_order"]
+    steps = ["charge_payment", "reserve_stock", "create_shipment", "confirm_order"]
     positions = [html.index(f"<p>{name}</p>") for name in steps]
     assert positions == sorted(positions)  # the steps inline, in index order
     assert "OPERATOR_CANCEL" in html  # the events inline
@@ -148,21 +148,25 @@ def test_non_staff_user_is_sent_to_the_login_page(client, customer):
 # FILTERS AND SEARCH ------------------------------------------------------------------
 
 
-def test_needs_attention_lists_failed_sagas_only(admin_client, place):
-    failed, pending = place(), place()
+def test_needs_attention_lists_failed_and_flagged_sagas(admin_client, place):
+    failed, flagged, pending = place(), place(), place()
     _fail(failed)
+    Saga.objects.filter(pk=flagged.pk).update(attention="its work cannot be sent")
 
-    assert _listed(admin_client.get(SAGAS, {"attention": "failed"})) == [failed.pk]
-    assert _listed(admin_client.get(SAGAS)) == sorted([failed.pk, pending.pk])
+    needed = _listed(admin_client.get(SAGAS, {"attention": "needed"}))
+    assert needed == sorted([failed.pk, flagged.pk])
+    assert _listed(admin_client.get(SAGAS)) == sorted(
+        [failed.pk, flagged.pk, pending.pk]
+    )
 
 
-def test_stuck_lists_active_sagas_past_their_deadline(admin_client, place):
+def test_overdue_lists_active_sagas_past_their_deadline(admin_client, place):
     overdue, on_time, failed = place(), place(), place()
     past = timezone.now() - timedelta(minutes=5)
     Saga.objects.filter(pk=overdue.pk).update(deadline_at=past)
     Saga.objects.filter(pk=failed.pk).update(status=SagaStatus.FAILED, deadline_at=past)
 
-    assert _listed(admin_client.get(SAGAS, {"attention": "stuck"})) == [overdue.pk]
+    assert _listed(admin_client.get(SAGAS, {"attention": "overdue"})) == [overdue.pk]
     assert on_time.status == SagaStatus.PENDING  # active, but not overdue
 
 

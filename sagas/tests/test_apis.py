@@ -60,14 +60,14 @@ def test_the_owner_reads_their_saga_with_its_steps_in_order(world):
     assert body["created_at"] and body["updated_at"]
     assert body["context"]["order_id"] == saga.context["order_id"]
     assert [(s["index"], s["name"]) for s in body["steps"]] == [
-        (0, "reserve_stock"),
-        (1, "charge_payment"),
+        (0, "charge_payment"),
+        (1, "reserve_stock"),
         (2, "create_shipment"),
         (3, "confirm_order"),
     ]
     assert body["steps"][0] == {
         "index": 0,
-        "name": "reserve_stock",
+        "name": "charge_payment",
         "status": "PENDING",
         "attempts": 0,
         "started_at": None,

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import pytest
 from billiard.exceptions import SoftTimeLimitExceeded
-from django.db import OperationalError, connection, transaction
+from django.db import IntegrityError, OperationalError, connection, transaction
 from django.utils import timezone
 
 from inventory.exceptions import InsufficientStock
@@ -17,17 +17,26 @@ from inventory.tests.factories import product_make
 from orders.models import Order, OrderStatus
 from orders.tests.factories import order_make
 from payments.tests.factories import customer_make
-from sagas import registry, services
+from sagas import probes, registry, services
 from sagas.definitions import Phase, SagaDefinition, Step
 from sagas.dispatch import dispatch_signature
 from sagas.exceptions import ActionNotAllowed, StepTimeout, TransientError
-from sagas.models import OutboxMessage, Saga, SagaEventKind, SagaStatus, StepStatus
-from sagas.services import FailureKind, StepOutcome, classify
+from sagas.failures import FailureKind, classify, failure_of
+from sagas.models import (
+    OutboxMessage,
+    QueueProbe,
+    Saga,
+    SagaEventKind,
+    SagaStatus,
+    StepStatus,
+)
+from sagas.services import StepOutcome
+from shop.states import InvalidTransition
 
 pytestmark = pytest.mark.django_db
 
 PURCHASE = registry.definition("purchase")
-RESERVE, CHARGE, SHIP, CONFIRM = range(4)
+CHARGE, RESERVE, SHIP, CONFIRM = range(4)
 
 
 @pytest.fixture
@@ -38,7 +47,15 @@ def saga() -> Saga:
     return Saga.objects.get(pk=order.saga_id)
 
 
-def run(saga, index, phase=Phase.ACTION, *, generation=None, definition=PURCHASE):
+def run(
+    saga,
+    index,
+    phase=Phase.ACTION,
+    *,
+    generation=None,
+    definition=PURCHASE,
+    task_id="t",
+):
     """What a step task does: by default as the saga's live chain would."""
     return services.saga_step_run(
         saga_id=saga.pk,
@@ -46,12 +63,19 @@ def run(saga, index, phase=Phase.ACTION, *, generation=None, definition=PURCHASE
         definition=definition,
         index=index,
         phase=phase,
-        task_id="t",
+        task_id=task_id,
     )
 
 
 def fail(
-    saga, index, error, phase=Phase.ACTION, *, generation=None, definition=PURCHASE
+    saga,
+    index,
+    error,
+    phase=Phase.ACTION,
+    *,
+    generation=None,
+    definition=PURCHASE,
+    task_id="t",
 ):
     """What the errback and record_failure do when a step raises ``error``."""
     services.saga_step_failed(
@@ -60,9 +84,8 @@ def fail(
         definition=definition,
         index=index,
         phase=phase,
-        kind=classify(error),
-        reason=services.describe(error),
-        task_id="t",
+        failure=failure_of(error, unit_name=definition.task_name(index, phase)),
+        task_id=task_id,
     )
     saga.refresh_from_db()
     return saga
@@ -112,15 +135,24 @@ def test_steps_run_in_order_and_each_only_once(saga):
     assert list(saga.steps.values_list("attempts", flat=True)) == [1, 1, 1, 1]
 
 
-def test_a_duplicate_of_a_done_step_lets_its_chain_go_on_while_the_saga_runs(saga):
-    run(saga, RESERVE)
-    assert run(saga, RESERVE) is StepOutcome.DUPLICATE
+def test_a_redelivery_of_a_done_step_lets_its_chain_go_on_while_the_saga_runs(saga):
+    run(saga, CHARGE, task_id="first")
+    assert run(saga, CHARGE, task_id="first") is StepOutcome.DUPLICATE
     assert run(saga, SHIP) is StepOutcome.STALE  # not its turn
 
 
+def test_a_second_copy_of_a_done_step_stops_so_one_chain_lives(saga):
+    # A resend or a republished dispatch: a copy with another task id finds the step
+    # done by the first copy, which carries the saga on; this one stops its chain.
+    run(saga, CHARGE, task_id="first")
+    assert run(saga, CHARGE, task_id="resent") is StepOutcome.STALE
+    run(saga, RESERVE, task_id="first-2")
+    assert run(saga, RESERVE, task_id="resent-2") is StepOutcome.STALE
+
+
 def test_a_business_error_compensates_what_succeeded_at_once(saga):
-    run(saga, RESERVE)
-    saga = fail(saga, CHARGE, InsufficientStock("TEA", 2, 0))
+    run(saga, CHARGE)
+    saga = fail(saga, RESERVE, InsufficientStock("TEA", 2, 0))
     assert saga.status == SagaStatus.COMPENSATING
     assert statuses(saga) == [
         StepStatus.SUCCEEDED,
@@ -129,35 +161,77 @@ def test_a_business_error_compensates_what_succeeded_at_once(saga):
         "PENDING",
     ]
     assert dispatches(saga)[-1]["topic"] == "SagaCompensating"
-    assert dispatches(saga)[-1]["steps"] == [RESERVE]
+    assert dispatches(saga)[-1]["steps"] == [CHARGE]
 
-    assert run(saga, RESERVE, Phase.COMPENSATION) is StepOutcome.APPLIED
+    assert run(saga, CHARGE, Phase.COMPENSATION) is StepOutcome.APPLIED
     assert run(saga, -1, Phase.END) is StepOutcome.APPLIED
     saga.refresh_from_db()
     assert saga.status == SagaStatus.COMPENSATED
     order = Order.objects.get(saga_id=saga.pk)
     assert order.status == OrderStatus.CANCELLED
-    assert "insufficient stock" in order.cancel_reason
+    # The customer reads plain words; staff read the technical error on the saga.
+    assert order.cancel_reason == "insufficient stock for TEA: 2 requested, 0 available"
+    assert "purchase.reserve_stock: InsufficientStock" in saga.error
 
 
 def test_a_transient_error_is_retried_with_backoff_until_the_budget_runs_out(saga):
     for attempt in (1, 2, 3):
-        saga = fail(saga, RESERVE, TransientError("gateway"))
+        saga = fail(saga, CHARGE, TransientError("gateway"))
         assert saga.status == SagaStatus.PENDING
         retry = dispatches(saga)[-1]
-        assert (retry["topic"], retry["from_step"]) == ("SagaStepRetry", RESERVE)
+        assert (retry["topic"], retry["from_step"]) == ("SagaStepRetry", CHARGE)
         assert (
             0.9 * 2 ** (attempt - 1) <= retry["countdown"] <= 1.1 * 2 ** (attempt - 1)
         )
-    saga = fail(saga, RESERVE, TransientError("gateway"))
+    saga = fail(saga, CHARGE, TransientError("gateway"))
     assert saga.status == SagaStatus.COMPENSATING
-    assert saga.steps.get(index=RESERVE).attempts == 4
+    assert saga.steps.get(index=CHARGE).attempts == 4
     assert saga.events.filter(kind=SagaEventKind.RETRY_SCHEDULED).count() == 3
+    assert saga.reason == "a service needed for the purchase was unavailable"
 
 
-def test_an_unexpected_error_counts_as_transient():
-    assert classify(ValueError("boom")) is FailureKind.TRANSIENT
+def test_outages_are_transient_and_bugs_unexpected():
     assert classify(OperationalError("connection lost")) is FailureKind.TRANSIENT
+    assert classify(TransientError("gateway")) is FailureKind.TRANSIENT
+    assert classify(ConnectionResetError()) is FailureKind.TRANSIENT
+    assert classify(ValueError("boom")) is FailureKind.UNEXPECTED
+    assert classify(IntegrityError("duplicate key")) is FailureKind.UNEXPECTED
+    assert classify(InvalidTransition("x", "A", "B")) is FailureKind.UNEXPECTED
+
+
+def test_a_bug_after_the_pivot_is_not_retried_forever(saga, settings):
+    settings.SAGA_UNEXPECTED_RETRIES = 2
+    for index in (CHARGE, RESERVE, SHIP):
+        run(saga, index)
+    for _ in range(2):
+        saga = fail(saga, CONFIRM, IntegrityError("duplicate key"))
+        assert saga.status == SagaStatus.RUNNING  # retried, for now
+    saga = fail(saga, CONFIRM, IntegrityError("duplicate key"))
+    assert saga.status == SagaStatus.FAILED  # the third attempt: an operator's turn
+    assert saga.steps.get(index=CONFIRM).status == StepStatus.FAILED
+
+
+def test_an_outage_after_the_pivot_is_retried_and_shows_it_needs_attention(
+    saga, settings
+):
+    settings.SAGA_ATTENTION_ATTEMPTS = 3
+    for index in (CHARGE, RESERVE, SHIP):
+        run(saga, index)
+    saga = fail(saga, CONFIRM, TransientError("orders down"))
+    saga = fail(saga, CONFIRM, TransientError("orders down"))
+    assert saga.attention == ""
+    saga = fail(saga, CONFIRM, TransientError("orders down"))
+    assert saga.status == SagaStatus.RUNNING  # still retried: outages end
+    assert "confirm_order has failed 3 times" in saga.attention
+    needing = services.selectors.sagas_needing_attention(now=timezone.now())
+    assert needing["attention"] == 1
+    assert saga.events.filter(kind=SagaEventKind.ATTENTION).count() == 1
+    fail(saga, CONFIRM, TransientError("orders down"))  # flagged once, not again
+    assert saga.events.filter(kind=SagaEventKind.ATTENTION).count() == 1
+
+    assert run(saga, CONFIRM) is StepOutcome.APPLIED
+    saga.refresh_from_db()
+    assert (saga.status, saga.attention) == (SagaStatus.COMPLETED, "")
 
 
 def test_a_statement_timeout_counts_as_a_timeout(saga):
@@ -172,8 +246,8 @@ def test_a_statement_timeout_counts_as_a_timeout(saga):
 
 
 def test_a_timeout_before_the_pivot_compensates_and_after_it_retries(saga):
-    run(saga, RESERVE)
     run(saga, CHARGE)
+    run(saga, RESERVE)
     run(saga, SHIP)
     saga = fail(saga, CONFIRM, SoftTimeLimitExceeded())
     assert saga.status == SagaStatus.RUNNING  # past the pivot: only forward
@@ -190,13 +264,13 @@ def test_a_timeout_before_the_pivot_compensates_and_after_it_retries(saga):
             items=[{"sku": "MATE", "quantity": 1}],
         ).saga_id
     )
-    run(other, RESERVE)
-    other = fail(other, CHARGE, SoftTimeLimitExceeded())
+    run(other, CHARGE)
+    other = fail(other, RESERVE, SoftTimeLimitExceeded())
     assert other.status == SagaStatus.COMPENSATING
 
 
 def test_a_business_error_after_the_pivot_needs_an_operator(saga, caplog):
-    for index in (RESERVE, CHARGE, SHIP):
+    for index in (CHARGE, RESERVE, SHIP):
         run(saga, index)
     saga = fail(saga, CONFIRM, InsufficientStock("TEA", 1, 0))
     assert saga.status == SagaStatus.FAILED
@@ -212,20 +286,18 @@ def test_a_business_error_after_the_pivot_needs_an_operator(saga, caplog):
 
 
 def test_a_compensation_that_keeps_failing_fails_the_saga_and_can_be_retried(saga):
-    run(saga, RESERVE)
-    fail(saga, CHARGE, InsufficientStock("TEA", 2, 0))
+    run(saga, CHARGE)
+    fail(saga, RESERVE, InsufficientStock("TEA", 2, 0))
     for _ in range(4):
-        saga = fail(
-            saga, RESERVE, TransientError("stock service down"), Phase.COMPENSATION
-        )
+        saga = fail(saga, CHARGE, TransientError("payments down"), Phase.COMPENSATION)
     assert saga.status == SagaStatus.FAILED
-    assert saga.steps.get(index=RESERVE).compensation_attempts == 4
+    assert saga.steps.get(index=CHARGE).compensation_attempts == 4
 
     services.saga_retry(saga_id=saga.pk, actor="ops")
     saga.refresh_from_db()
     assert saga.status == SagaStatus.COMPENSATING
-    assert dispatches(saga)[-1]["steps"] == [RESERVE]
-    run(saga, RESERVE, Phase.COMPENSATION)
+    assert dispatches(saga)[-1]["steps"] == [CHARGE]
+    run(saga, CHARGE, Phase.COMPENSATION)
     run(saga, -1, Phase.END)
     saga.refresh_from_db()
     assert saga.status == SagaStatus.COMPENSATED
@@ -234,48 +306,177 @@ def test_a_compensation_that_keeps_failing_fails_the_saga_and_can_be_retried(sag
 
 
 def test_an_operator_cancel_compensates_a_running_saga(saga):
-    run(saga, RESERVE)
+    run(saga, CHARGE)
     services.saga_cancel(saga_id=saga.pk, actor="ops", reason="fraud check")
     saga.refresh_from_db()
     assert saga.status == SagaStatus.COMPENSATING
     assert "cancelled by ops: fraud check" in saga.error
-    assert saga.steps.get(index=CHARGE).status == StepStatus.PENDING  # never ran
-    assert run(saga, CHARGE) is StepOutcome.STALE  # its queued message is ignored
+    assert saga.reason == "cancelled by the shop: fraud check"  # not who did it
+    assert saga.steps.get(index=RESERVE).status == StepStatus.PENDING  # never ran
+    assert run(saga, RESERVE) is StepOutcome.STALE  # its queued message is ignored
     assert saga.events.filter(kind=SagaEventKind.OPERATOR_CANCEL, actor="ops").exists()
     with pytest.raises(ActionNotAllowed):
         services.saga_retry(saga_id=saga.pk, actor="ops")
 
 
-def test_recovery_resends_overdue_work_unless_the_relay_still_holds_it(saga):
-    Saga.objects.filter(pk=saga.pk).update(
-        deadline_at=timezone.now() - timedelta(seconds=1)
+def test_a_step_that_committed_before_its_task_failed_sends_on_what_follows(saga):
+    # A soft time limit (or a broker lost) just after the step's commit: the chain
+    # never sent the next step. The failure path sees the step done by this very
+    # task and sends what follows itself, in the same generation.
+    run(saga, CHARGE, task_id="late")
+    generation = live_generation(saga)
+    saga = fail(saga, CHARGE, SoftTimeLimitExceeded(), task_id="late")
+    sent_on = dispatches(saga)[-1]
+    assert (sent_on["topic"], sent_on["from_step"], sent_on["generation"]) == (
+        "SagaStepContinued",
+        RESERVE,
+        generation,
     )
-    assert services.sagas_recover() == 1  # its launch is still pending in the outbox
-    assert not saga.events.filter(kind=SagaEventKind.RECOVERED).exists()
+    assert saga.status == SagaStatus.RUNNING
+    assert saga.steps.get(index=CHARGE).attempts == 1  # not counted as a failure
+    # A failed second copy of the same step sends nothing: its first copy went on.
+    count = OutboxMessage.objects.count()
+    fail(saga, CHARGE, SoftTimeLimitExceeded(), task_id="copy")
+    assert OutboxMessage.objects.count() == count
 
-    an_hour_ago = timezone.now() - timedelta(hours=1)
-    OutboxMessage.objects.update(published_at=an_hour_ago)  # sent, and then lost
-    Saga.objects.filter(pk=saga.pk).update(
-        deadline_at=timezone.now() - timedelta(seconds=1)
+
+# RECOVERY ----------------------------------------------------------------------------
+
+
+def overdue(saga, *, sent_ago: float = 3600.0, published_ago: float | None = None):
+    """The saga's work went out ``sent_ago`` seconds ago and its deadline passed."""
+    now = timezone.now()
+    published = published_ago if published_ago is not None else sent_ago
+    OutboxMessage.objects.filter(aggregate_id=str(saga.pk)).update(
+        published_at=now - timedelta(seconds=published)
     )
+    Saga.objects.filter(pk=saga.pk).update(
+        sent_at=now - timedelta(seconds=sent_ago),
+        deadline_at=now - timedelta(seconds=1),
+    )
+
+
+def queues_consumed(*, sent_ago: float, seen_ago: float = 600.0) -> None:
+    """Every saga queue carried a probe sent ``sent_ago`` seconds ago to a worker
+    ``seen_ago`` seconds ago."""
+    now = timezone.now()
+    for queue in probes.saga_queues():
+        QueueProbe.objects.update_or_create(
+            queue=queue,
+            defaults={
+                "sent_at": now - timedelta(seconds=sent_ago),
+                "reached": now - timedelta(seconds=sent_ago),
+                "reached_at": now - timedelta(seconds=seen_ago),
+            },
+        )
+
+
+def recovered(saga) -> int:
+    return saga.events.filter(kind=SagaEventKind.RECOVERED).count()
+
+
+def test_overdue_work_still_in_the_outbox_is_waited_for(saga):
+    overdue(saga)
+    OutboxMessage.objects.update(published_at=None)  # the relay has not sent it yet
+    queues_consumed(sent_ago=1800)
+
     assert services.sagas_recover() == 1
+
     saga.refresh_from_db()
-    assert saga.recoveries == 1
+    assert (recovered(saga), saga.recoveries) == (0, 0)
     assert saga.deadline_at > timezone.now()
-    assert dispatches(saga)[-1]["topic"] == "SagaRecovered"
+
+
+def test_overdue_work_is_never_resent_while_the_queues_may_still_hold_it(saga):
+    # A backlog: the deadline passed long ago, but no probe shows the queues consumed
+    # past the saga's work. However often the sweep runs, nothing is resent, nothing
+    # made stale, nothing timed out.
+    overdue(saga)
+    generation = live_generation(saga)
+    for _ in range(8):
+        services.sagas_recover()
+    assert QueueProbe.objects.filter(sent_at__isnull=False).exists()  # one was sent
+    queues_consumed(sent_ago=7200)  # a probe sent before the saga's work arrived
+    for _ in range(8):
+        services.sagas_recover()
+
+    saga.refresh_from_db()
+    assert (recovered(saga), saga.recoveries) == (0, 0)
+    assert (saga.status, saga.generation) == (SagaStatus.PENDING, generation)
+    assert [d["topic"] for d in dispatches(saga)] == ["SagaStarted"]
+
+
+def test_work_sent_before_the_queues_were_consumed_was_lost_and_is_resent(saga):
+    overdue(saga)
+    generation = live_generation(saga)
+    queues_consumed(sent_ago=1800)
+
+    assert services.sagas_recover() == 1
+
+    saga.refresh_from_db()
+    assert (recovered(saga), saga.recoveries) == (1, 1)
+    resent = dispatches(saga)[-1]
+    # The same generation: a copy still queued somewhere stays valid.
+    assert (resent["topic"], resent["generation"]) == ("SagaRecovered", generation)
+    assert saga.generation == generation
+    assert saga.deadline_at > timezone.now()
     assert services.sagas_recover() == 0  # not overdue any more
 
 
+def test_a_probe_counts_only_once_it_has_settled(saga):
+    overdue(saga)
+    queues_consumed(sent_ago=1800, seen_ago=0)  # just seen: a message taken before
+    services.sagas_recover()  # it may not have started yet
+    assert recovered(saga) == 0
+
+
 def test_work_lost_again_and_again_counts_as_a_timeout(saga, settings):
-    OutboxMessage.objects.update(published_at=timezone.now() - timedelta(hours=1))
-    Saga.objects.filter(pk=saga.pk).update(
-        recoveries=settings.SAGA_MAX_RECOVERIES,
-        deadline_at=timezone.now() - timedelta(seconds=1),
-    )
+    overdue(saga)
+    queues_consumed(sent_ago=1800)
+    Saga.objects.filter(pk=saga.pk).update(recoveries=settings.SAGA_MAX_RECOVERIES)
     services.sagas_recover()
     saga.refresh_from_db()
     assert saga.status == SagaStatus.COMPENSATING
-    assert "no progress after" in saga.error
+    assert "its work was lost" in saga.error
+    assert saga.reason == "the purchase could not be completed in time"
+
+
+def test_recovery_counts_from_when_the_relay_sent_the_work(saga):
+    overdue(saga, sent_ago=3600, published_ago=0)  # the relay only just sent it
+    queues_consumed(sent_ago=1800)
+
+    services.sagas_recover()
+
+    saga.refresh_from_db()
+    assert saga.recoveries == 0  # not sent again: it only just went out
+    assert saga.sent_at > timezone.now() - timedelta(seconds=5)
+
+
+def test_work_that_can_never_be_sent_needs_attention(saga):
+    overdue(saga)
+    OutboxMessage.objects.update(
+        published_at=None, dead_at=timezone.now(), last_error="no saga 'gone'"
+    )
+    queues_consumed(sent_ago=1800)
+
+    services.sagas_recover()
+
+    saga.refresh_from_db()
+    assert "its work cannot be sent: no saga 'gone'" in saga.attention
+    needing = services.selectors.sagas_needing_attention(now=timezone.now())
+    assert needing["attention"] == 1
+
+
+def test_probes_go_one_per_queue_until_one_arrives():
+    now = timezone.now()
+    assert probes.probes_send(now=now) == len(probes.saga_queues())  # a real broker
+    assert probes.probes_send(now=now) == 0  # one on its way is enough
+    for queue in probes.saga_queues():
+        probes.probe_arrived(queue=queue, sent_at=now, now=now)
+    assert probes.queues_consumed_up_to(now=now + timedelta(hours=1)) == now
+    assert probes.probes_send(now=now + timedelta(seconds=1)) == len(
+        probes.saga_queues()
+    )
 
 
 # WHAT THE REVIEW FOUND ---------------------------------------------------------------
@@ -321,28 +522,28 @@ def test_a_saga_without_an_end_hook_still_finishes_compensating():
 
 def test_a_task_or_failure_of_a_replaced_dispatch_is_stale(saga):
     old = live_generation(saga)
-    saga = fail(saga, RESERVE, TransientError("down"))  # a retry: a new dispatch
+    saga = fail(saga, CHARGE, TransientError("down"))  # a retry: a new dispatch
     assert live_generation(saga) == old + 1
     # The first copy's chain, delivered late, does nothing; its failure counts not.
-    assert run(saga, RESERVE, generation=old) is StepOutcome.STALE
-    fail(saga, RESERVE, TransientError("down"), generation=old)
-    assert saga.steps.get(index=RESERVE).attempts == 1
-    assert run(saga, RESERVE) is StepOutcome.APPLIED
+    assert run(saga, CHARGE, generation=old) is StepOutcome.STALE
+    fail(saga, CHARGE, TransientError("down"), generation=old)
+    assert saga.steps.get(index=CHARGE).attempts == 1
+    assert run(saga, CHARGE) is StepOutcome.APPLIED
 
 
 def test_two_copies_failing_count_as_one_attempt(saga):
     generation = live_generation(saga)
-    fail(saga, RESERVE, TransientError("down"), generation=generation)
-    fail(saga, RESERVE, TransientError("down"), generation=generation)
-    assert saga.steps.get(index=RESERVE).attempts == 1
+    fail(saga, CHARGE, TransientError("down"), generation=generation)
+    fail(saga, CHARGE, TransientError("down"), generation=generation)
+    assert saga.steps.get(index=CHARGE).attempts == 1
     assert OutboxMessage.objects.filter(topic="SagaStepRetry").count() == 1
 
 
 def test_one_broken_saga_does_not_stop_the_recovery_of_the_others(saga):
-    OutboxMessage.objects.update(published_at=timezone.now() - timedelta(hours=1))
+    overdue(saga)
+    queues_consumed(sent_ago=1800)
     past = timezone.now() - timedelta(seconds=1)
     ghost = Saga.objects.create(name="no_longer_defined", deadline_at=past)
-    Saga.objects.filter(pk=saga.pk).update(deadline_at=past)
 
     assert services.sagas_recover() == 2
 
@@ -350,28 +551,19 @@ def test_one_broken_saga_does_not_stop_the_recovery_of_the_others(saga):
     assert saga.recoveries == 1
     ghost.refresh_from_db()
     assert ghost.deadline_at > timezone.now()  # looked at again later, not every sweep
-
-
-def test_recovery_counts_from_when_the_work_went_out(saga):
-    OutboxMessage.objects.update(published_at=timezone.now())  # the relay just sent it
-    Saga.objects.filter(pk=saga.pk).update(deadline_at=timezone.now() - timedelta(1))
-
-    services.sagas_recover()
-
-    saga.refresh_from_db()
-    assert saga.recoveries == 0  # not sent again: it only just went out
-    assert saga.deadline_at > timezone.now()
+    assert "the recovery sweep cannot handle it" in ghost.attention
+    assert ghost.events.filter(kind=SagaEventKind.ATTENTION).count() == 1
 
 
 def test_turning_to_compensation_gives_a_fresh_recovery_budget(saga):
-    run(saga, RESERVE)
+    run(saga, CHARGE)
     Saga.objects.filter(pk=saga.pk).update(recoveries=4)
-    saga = fail(saga, CHARGE, InsufficientStock("TEA", 1, 0))
+    saga = fail(saga, RESERVE, InsufficientStock("TEA", 1, 0))
     assert (saga.status, saga.recoveries) == (SagaStatus.COMPENSATING, 0)
 
 
 def test_the_end_hook_has_its_own_retry_budget_renewed_by_an_operator(saga):
-    fail(saga, RESERVE, InsufficientStock("TEA", 1, 0))
+    fail(saga, CHARGE, InsufficientStock("TEA", 1, 0))
     for _ in range(4):
         saga = fail(saga, -1, TransientError("orders down"), Phase.END)
     assert (saga.status, saga.end_attempts) == (SagaStatus.FAILED, 4)

@@ -21,7 +21,7 @@ def test_healthy_with_the_real_database_and_broker():
         "database": "ok",
         "broker": "ok",
         "faults": [],
-        "sagas": {"failed": 0, "stuck": 0},
+        "sagas": {"failed": 0, "attention": 0, "overdue": 0},
     }
 
 
@@ -115,4 +115,4 @@ def test_failed_and_overdue_sagas_are_counted_without_failing_the_check():
     response = APIClient().get(URL)
 
     assert response.status_code == 200
-    assert response.json()["sagas"] == {"failed": 1, "stuck": 1}
+    assert response.json()["sagas"] == {"failed": 1, "attention": 0, "overdue": 1}

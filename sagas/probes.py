@@ -1,0 +1,95 @@
+"""Queue probes: how far each saga queue has been consumed, so lost work is proven lost.
+
+A saga whose deadline passed is either lost (a killed worker, a restarted broker) or
+queued behind a backlog, and the deadline alone cannot tell which. A probe can: it is
+a tiny task sent down a queue, and when a worker runs it, every message sent to that
+queue before it has been taken by a worker (queues are first in, first out). Work sent
+before the probe that has still not moved was lost. A probe counts once it has been
+seen for the recovery grace, so a message taken just before it has started meanwhile.
+
+At most one probe per queue is on its way at a time, so a backlog of any size costs
+one message per queue, not one per saga.
+"""
+
+import logging
+from datetime import datetime, timedelta
+
+from celery import current_app
+from django.conf import settings
+from django.db.models import F, Q
+
+from sagas import registry
+from sagas.models import QueueProbe
+
+logger = logging.getLogger(__name__)
+
+PROBE_TASK = "sagas.probe_queue"
+
+
+def saga_queues() -> list[str]:
+    """Every queue a saga's work travels on: its step tasks' and their failures'."""
+    queues = {unit.task.queue for unit in registry.units()}
+    queues.add(current_app.tasks["sagas.record_failure"].queue)
+    return sorted(q for q in queues if q)
+
+
+def queues_consumed_up_to(*, now: datetime) -> datetime | None:
+    """Work sent to any saga queue before this has reached a worker; None: unknown."""
+    settled = now - timedelta(seconds=settings.SAGA_RECOVERY_GRACE)
+    queues = saga_queues()
+    probes = {p.queue: p for p in QueueProbe.objects.filter(queue__in=queues)}
+    marks = [_consumed_up_to(probes.get(queue), settled) for queue in queues]
+    if not marks or None in marks:
+        return None
+    return min(marks)
+
+
+def _consumed_up_to(probe: QueueProbe | None, settled: datetime) -> datetime | None:
+    if probe is None:
+        return None
+    if probe.reached_at is not None and probe.reached_at <= settled:
+        return probe.reached
+    if probe.previous_reached_at is not None and probe.previous_reached_at <= settled:
+        return probe.previous_reached
+    return None
+
+
+def probes_send(*, now: datetime) -> int:
+    """Send a probe down every saga queue that has none on its way; return how many.
+
+    Called outside any transaction: a broker that does not answer holds no lock.
+    A probe that does not arrive within SAGA_PROBE_RESEND is sent again.
+    """
+    resend_before = now - timedelta(seconds=settings.SAGA_PROBE_RESEND)
+    sent = 0
+    for queue in saga_queues():
+        probe, _ = QueueProbe.objects.get_or_create(queue=queue)
+        on_its_way = (
+            probe.sent_at is not None
+            and (probe.reached is None or probe.reached < probe.sent_at)
+            and probe.sent_at > resend_before
+        )
+        if on_its_way:
+            continue
+        try:
+            current_app.send_task(
+                PROBE_TASK, args=(queue, now.isoformat()), queue=queue
+            )
+        except Exception as exc:  # the broker is away: the next sweep tries again
+            logger.warning("probe of queue %s not sent: %r", queue, exc)
+            continue
+        QueueProbe.objects.filter(queue=queue).update(sent_at=now)
+        sent += 1
+    return sent
+
+
+def probe_arrived(*, queue: str, sent_at: datetime, now: datetime) -> None:
+    """Record that the probe sent at ``sent_at`` reached a worker (one UPDATE)."""
+    QueueProbe.objects.filter(Q(reached__isnull=True) | Q(reached__lt=sent_at)).filter(
+        queue=queue
+    ).update(
+        previous_reached=F("reached"),
+        previous_reached_at=F("reached_at"),
+        reached=sent_at,
+        reached_at=now,
+    )

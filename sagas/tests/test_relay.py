@@ -1,0 +1,47 @@
+"""The outbox relay against the real broker: what it publishes, postpones, sets aside."""
+
+import pytest
+from django.utils import timezone
+
+from sagas.models import OutboxMessage
+from sagas.relay import outbox_relay
+
+pytestmark = pytest.mark.django_db
+
+
+def dispatch(saga_name: str) -> OutboxMessage:
+    payload = {
+        "saga_id": 1,
+        "saga": saga_name,
+        "generation": 1,
+        "countdown": 0,
+        "direction": "forward",
+        "from_step": 0,
+    }
+    return OutboxMessage.objects.create(
+        topic="SagaStarted", aggregate_id="1", payload=payload
+    )
+
+
+def test_a_row_that_can_never_be_published_is_set_aside_and_the_rest_go_out():
+    gone = dispatch("no_longer_defined")  # its definition was removed
+    good = dispatch("purchase")
+
+    assert outbox_relay(models=[OutboxMessage]) == 1
+
+    gone.refresh_from_db()
+    assert gone.published_at is None and gone.dead_at is not None
+    assert "no saga named 'no_longer_defined'" in gone.last_error
+    good.refresh_from_db()
+    assert good.published_at is not None
+    # Set aside for good: the relay does not claim it again.
+    assert outbox_relay(models=[OutboxMessage]) == 0
+    gone.refresh_from_db()
+    assert gone.attempts == 1
+
+
+def test_a_row_without_a_subscriber_is_marked_published_without_a_broker_call():
+    row = OutboxMessage.objects.create(topic="NobodyListens", aggregate_id="1")
+    assert outbox_relay(models=[OutboxMessage]) == 1
+    row.refresh_from_db()
+    assert row.published_at <= timezone.now()

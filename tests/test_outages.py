@@ -1,0 +1,275 @@
+"""Crashes, outages and overload, for real: killed workers, a restarted or frozen
+broker, a backlog far longer than any deadline, on Redis and on RabbitMQ.
+
+Each test runs its own worker, relay and beat, and its own broker where it stops,
+restarts or freezes one; it acts only on the processes it started.
+"""
+
+import json
+import signal
+import time
+
+import pytest
+from django.db import connection
+from rest_framework.test import APIClient
+
+from orders.models import Order, OrderStatus
+from sagas.models import OutboxMessage as SagaOutbox
+from sagas.models import Saga, SagaEventKind, SagaStep
+from sagas.relay import outbox_models
+from tests import world
+from tests.cluster import Cluster, wait_until
+from tests.conftest import TIMING
+from tests.world import assert_consistent, ended, place_batch
+
+pytestmark = [pytest.mark.faults, pytest.mark.django_db(transaction=True)]
+
+BROKERS = ["redis", "rabbitmq"]
+
+
+def own_cluster(test_db_name, broker, **env) -> Cluster:
+    return Cluster(
+        db_name=test_db_name,
+        env={**TIMING, "CELERY_BROKER_URL": broker.url, "SAGA_FAULTS": "", **env},
+    )
+
+
+def every_outbox_row_published():
+    wait_until(
+        lambda: (
+            not any(
+                m.objects.filter(published_at=None).exists() for m in outbox_models()
+            )
+        ),
+        timeout=30,
+        what="every outbox row written during the outage to be published",
+    )
+
+
+# CRASHES -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("broker", BROKERS, indirect=True)
+def test_killing_the_worker_mid_batch_loses_and_doubles_nothing(
+    test_db_name, timing, broker
+):
+    # Steps slowed down a little, so that the kills land in the middle of the batch.
+    cluster = own_cluster(
+        test_db_name, broker, SAGA_FAULTS="inventory.reserve:delay=0.2s:1"
+    )
+    try:
+        cluster.start(beat=True)
+        world.product("TEA", price="3.00", units=1000)
+        world.product("RARE", price="5.00", units=15)
+        buyers = [world.customer("50.00") for _ in range(10)]
+        sagas = place_batch(buyers, 60, rare=True)
+
+        wait_until(
+            lambda: ended(sagas) >= 10, timeout=60, what="a sixth of the batch to end"
+        )
+        cluster.kill("worker1", signal.SIGKILL)  # the whole worker and its pool
+        time.sleep(1)
+        cluster.start_worker()
+        wait_until(
+            lambda: ended(sagas) >= 35, timeout=90, what="half of the batch to end"
+        )
+        cluster.kill("worker2", signal.SIGKILL)
+        cluster.start_worker()
+        world.wait_ended(sagas, timeout=180)
+
+        if broker.url.startswith("redis"):
+            # Redis keeps a dead worker's messages out of sight for the visibility
+            # timeout: the recovery sweep brought them back. RabbitMQ requeues them
+            # at once, so there nothing may need recovering.
+            assert Saga.objects.filter(events__kind=SagaEventKind.RECOVERED).exists()
+        assert_consistent()
+    finally:
+        cluster.stop()
+
+
+@pytest.mark.parametrize("broker", BROKERS, indirect=True)
+def test_a_broker_restart_mid_batch_loses_and_doubles_nothing(
+    test_db_name, timing, broker
+):
+    cluster = own_cluster(test_db_name, broker)
+    try:
+        cluster.start(beat=True).supervise()
+        world.product("TEA", price="3.00", units=1000)
+        buyers = [world.customer("100.00") for _ in range(8)]
+        sagas = place_batch(buyers, 40)
+
+        wait_until(lambda: ended(sagas) >= 5, timeout=60, what="some sagas to end")
+        broker.stop()  # Redis here keeps nothing: every queued message is gone
+        sagas += place_batch(buyers, 10)  # orders keep coming while it is down
+        health = APIClient().get("/api/health/")
+        assert health.status_code == 503
+        time.sleep(3)
+        broker.start()
+        world.wait_ended(sagas, timeout=180)
+
+        assert_consistent()
+        every_outbox_row_published()
+    finally:
+        cluster.stop()
+
+
+@pytest.mark.parametrize("broker", ["rabbitmq"], indirect=True)
+def test_a_message_rabbitmq_refuses_is_not_marked_published(
+    test_db_name, timing, broker
+):
+    """Publisher confirms: while the broker refuses every message to the saga queue
+    (a policy rejects publishes), the relay keeps the launch row pending; once the
+    broker takes messages again, the row is published and the saga runs."""
+    broker.ctl(
+        "set_policy",
+        "refuse",
+        "^sagas$",
+        '{"max-length": 0, "overflow": "reject-publish"}',
+        "--apply-to",
+        "queues",
+    )
+    cluster = own_cluster(test_db_name, broker)
+    try:
+        cluster.start()
+        world.product("TEA", units=10)
+        saga = world.place(world.customer(), {"TEA": 1})
+        launch = SagaOutbox.objects.get(aggregate_id=str(saga.pk))
+        wait_until(
+            lambda: SagaOutbox.objects.get(pk=launch.pk).attempts >= 2,
+            timeout=30,
+            what="the relay to try the launch and be refused",
+        )
+        launch.refresh_from_db()
+        assert launch.published_at is None
+        assert "MessageNacked" in launch.last_error
+
+        broker.ctl("clear_policy", "refuse")
+        [saga] = world.wait_ended([saga.pk], timeout=90)
+        assert SagaOutbox.objects.get(pk=launch.pk).published_at is not None
+        assert_consistent()
+    finally:
+        cluster.stop()
+
+
+# A FROZEN BROKER ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("broker", ["redis"], indirect=True)
+def test_a_frozen_broker_hangs_nothing_and_loses_nothing(test_db_name, timing, broker):
+    """A broker that stops answering (SIGSTOP: connections stay open, nothing is
+    read) for 20 s: orders are still accepted, health says 503 within seconds, no
+    transaction waits on the broker for long, and every saga ends after the thaw."""
+    cluster = own_cluster(test_db_name, broker, BROKER_TIMEOUT="2")
+    try:
+        cluster.start(beat=True).supervise()
+        world.product("TEA", price="3.00", units=1000)
+        buyers = [world.customer("100.00") for _ in range(8)]
+        sagas = place_batch(buyers, 40)
+        wait_until(lambda: ended(sagas) >= 5, timeout=60, what="some sagas to end")
+
+        broker.freeze()
+        frozen = time.monotonic()
+        health, health_seconds = timed(lambda: APIClient().get("/api/health/"))
+        placed, place_seconds = timed(lambda: place_batch(buyers, 10))
+        longest_transaction = 0.0
+        while time.monotonic() - frozen < 20:
+            longest_transaction = max(longest_transaction, oldest_transaction())
+            time.sleep(0.5)
+        broker.thaw()
+        thawed = time.time()
+        sagas += placed
+        world.wait_ended(sagas, timeout=180)
+        last_end = max(Saga.objects.filter(pk__in=sagas).values_list("finished_at"))
+        report(
+            "frozen broker",
+            health_status=health.status_code,
+            health_seconds=round(health_seconds, 2),
+            ten_orders_placed_while_frozen_seconds=round(place_seconds, 2),
+            longest_transaction_while_frozen_seconds=round(longest_transaction, 2),
+            thaw_to_last_saga_end_seconds=round(last_end[0].timestamp() - thawed, 2),
+        )
+
+        assert health.status_code == 503
+        assert "broker" in health.json() or health.json().get("status") == "error"
+        assert health_seconds < 6
+        assert place_seconds < 10  # the outbox decouples orders from the broker
+        # The relay holds outbox row locks while it calls the broker: bounded.
+        assert longest_transaction < 15
+        assert_consistent()
+        every_outbox_row_published()
+    finally:
+        cluster.stop()
+
+
+def timed(call):
+    started = time.monotonic()
+    result = call()
+    return result, time.monotonic() - started
+
+
+def oldest_transaction() -> float:
+    """Seconds the oldest open transaction on the test database (but ours) has run."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT coalesce(max(extract(epoch FROM now() - xact_start)), 0)"
+            " FROM pg_stat_activity WHERE datname = current_database()"
+            " AND pid <> pg_backend_pid() AND xact_start IS NOT NULL"
+        )
+        return float(cursor.fetchone()[0])
+
+
+# OVERLOAD ----------------------------------------------------------------------------
+
+
+def test_a_backlog_longer_than_every_deadline_cancels_no_healthy_order(start_cluster):
+    """Several hundred healthy sagas on one worker process, with a 2 s deadline, 1 s of
+    grace and 2 recoveries: most wait in the queue many times longer than any of that.
+    A backlog is not a loss: every order is confirmed, none resent, none timed out."""
+    start_cluster(
+        concurrency=1,
+        SAGA_STEP_TIMEOUT="2",
+        SAGA_RECOVERY_GRACE="1",
+        SAGA_MAX_RECOVERIES="2",
+    )
+    world.product("TEA", price="1.00", units=10_000)
+    buyers = [world.customer("1000.00") for _ in range(20)]
+    sagas = place_batch(buyers, 400)
+    world.wait_ended(sagas, timeout=600)
+
+    waits = queue_waits(sagas)
+    resent = SagaEventKind.RECOVERED
+    report(
+        "overload",
+        orders=len(sagas),
+        longest_queue_wait_seconds=round(max(waits), 2),
+        sagas_resent=Saga.objects.filter(pk__in=sagas, events__kind=resent).count(),
+        confirmed=Order.objects.filter(status=OrderStatus.CONFIRMED).count(),
+        cancelled=Order.objects.filter(status=OrderStatus.CANCELLED).count(),
+    )
+
+    # The backlog was real: sagas waited far past deadline + grace (3 s).
+    assert max(waits) > 10
+    assert Order.objects.filter(status=OrderStatus.CONFIRMED).count() == len(sagas)
+    assert not Saga.objects.filter(pk__in=sagas, events__kind=resent).exists()
+    assert set(
+        Saga.objects.filter(pk__in=sagas).values_list("generation", flat=True)
+    ) == {1}  # nothing made stale
+    assert_consistent()
+
+
+def queue_waits(saga_ids: list[int]) -> list[float]:
+    """Per saga, the longest a step waited between being sent and starting."""
+    waits = []
+    for saga in Saga.objects.filter(pk__in=saga_ids):
+        sent = saga.created_at
+        longest = 0.0
+        for step in SagaStep.objects.filter(saga=saga).order_by("index"):
+            longest = max(longest, (step.started_at - sent).total_seconds())
+            sent = step.finished_at
+        waits.append(longest)
+    return waits
+
+
+def report(what: str, **numbers) -> None:
+    """Print what a fault test measured (shown with -s or on failure)."""
+    print(f"\n{what}: {json.dumps(numbers)}")
