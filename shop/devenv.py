@@ -4,15 +4,18 @@ When DATABASE_URL / CELERY_BROKER_URL are unset, it starts a project-local Postg
 and Redis from pip wheels under `.run/` (no root, no Docker) and stops them when the
 last command using them exits. It generates the local secrets once, writes what it
 chose to `.run/env` (so `manage.py` works in another terminal), and supervises the
-processes of the system: Ctrl-C stops all of them cleanly.
+processes of the system: Ctrl-C stops all of them cleanly. The web process and Flower
+listen on 127.0.0.1, on WEB_PORT and FLOWER_PORT (8000 and 5555 unless set).
 
 Usage: python -m shop.devenv run | test [pytest args] | demo
 """
 
 import contextlib
+import errno
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -25,8 +28,56 @@ PYTHON = sys.executable
 BIN = Path(PYTHON).parent
 DB_NAME = "sagashop"
 
-WEB = ("127.0.0.1", 8000)
-FLOWER = ("127.0.0.1", 5555)
+
+# ADDRESSES ---------------------------------------------------------------------------
+
+HOST = "127.0.0.1"
+
+
+class DevenvError(Exception):
+    """A reason the development environment cannot start, said in one line."""
+
+
+def web_address() -> tuple[str, int]:
+    """Where `make run` serves the web process: WEB_PORT, 8000 unless set."""
+    return HOST, _port("WEB_PORT", 8000)
+
+
+def flower_address() -> tuple[str, int]:
+    return HOST, _port("FLOWER_PORT", 5555)
+
+
+def web_url() -> str:
+    return _http(web_address())
+
+
+def _http(address: tuple[str, int]) -> str:
+    return f"http://{address[0]}:{address[1]}"
+
+
+def _port(variable: str, default: int) -> int:
+    value = os.environ.get(variable) or str(default)
+    if not value.isdigit() or not 0 < int(value) < 65536:
+        raise DevenvError(f"{variable} must be a port from 1 to 65535, not {value!r}")
+    return int(value)
+
+
+def _check_ports_free() -> None:
+    """Refuse to start on a taken port: its process would die and be restarted in a
+    loop by the supervisor (several checkouts on one machine meet here)."""
+    ports = {"WEB_PORT": web_address(), "FLOWER_PORT": flower_address()}
+    if ports["WEB_PORT"] == ports["FLOWER_PORT"]:
+        raise DevenvError(f"WEB_PORT and FLOWER_PORT are both {ports['WEB_PORT'][1]}")
+    for variable, address in ports.items():
+        with socket.socket() as probe:
+            # As gunicorn and Flower bind: a port only in TIME_WAIT is free to them.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                in_use = exc.errno == errno.EADDRINUSE
+                why = "is in use" if in_use else f"cannot be bound ({exc.strerror})"
+                raise DevenvError(f"port {address[1]} {why}; set {variable}") from exc
 
 
 # LOCAL SERVERS -----------------------------------------------------------------------
@@ -308,11 +359,12 @@ def release(servers: list[LocalServer]) -> None:
 
 def system_processes(*, concurrency: int = 4) -> dict[str, list[str]]:
     celery = str(BIN / "celery")
+    web, flower = web_address(), flower_address()
     return {
         "web": [
             str(BIN / "gunicorn"),
             "shop.wsgi",
-            f"--bind={WEB[0]}:{WEB[1]}",
+            f"--bind={web[0]}:{web[1]}",
             "--workers=2",
             "--threads=4",
             "--access-logfile=-",
@@ -346,8 +398,8 @@ def system_processes(*, concurrency: int = 4) -> dict[str, list[str]]:
             "-A",
             "shop",
             "flower",
-            f"--address={FLOWER[0]}",
-            f"--port={FLOWER[1]}",
+            f"--address={flower[0]}",
+            f"--port={flower[1]}",
             "--basic-auth=" + os.environ["FLOWER_BASIC_AUTH"],
             "--purge_offline_workers=60",
         ],
@@ -438,9 +490,9 @@ def wait_healthy(timeout: float = 60.0) -> None:
     import json
     import urllib.request
 
+    health = f"{web_url()}/api/health/"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        health = f"http://{WEB[0]}:{WEB[1]}/api/health/"
         with (
             contextlib.suppress(OSError, ValueError),
             urllib.request.urlopen(health, timeout=2) as answer,
@@ -457,6 +509,7 @@ def wait_healthy(timeout: float = 60.0) -> None:
 @contextlib.contextmanager
 def system(*, announce: bool):
     """The whole system up (servers, migrations, processes) for the block; then down."""
+    _check_ports_free()
     servers = prepare()
     supervisor = None
     try:
@@ -468,9 +521,10 @@ def system(*, announce: bool):
         if announce:
             user, password = os.environ["FLOWER_BASIC_AUTH"].split(":", 1)
             print(
-                f"devenv: web http://{WEB[0]}:{WEB[1]}/ (API /api/, admin /admin/), "
-                f"Flower http://{FLOWER[0]}:{FLOWER[1]}/ (user {user}, "
-                f"password {password}); Ctrl-C stops everything",
+                f"devenv: web {web_url()}/ (API /api/, admin /admin/), "
+                f"Flower {_http(flower_address())}/ (user {user}, "
+                f"password {password}); "
+                "Ctrl-C stops everything",
                 flush=True,
             )
         yield supervisor
@@ -508,7 +562,7 @@ def cmd_demo() -> int:
     with system(announce=False) as supervisor:
         threading.Thread(target=supervisor.watch, daemon=True).start()
         wait_healthy()
-        url = f"--url=http://{WEB[0]}:{WEB[1]}"
+        url = f"--url={web_url()}"
         return subprocess.run([PYTHON, str(BASE / "manage.py"), "demo", url]).returncode
 
 
@@ -527,7 +581,11 @@ def main(argv: list[str]) -> int:
     if command not in commands:
         print(__doc__)
         return 2
-    return commands[command]()
+    try:
+        return commands[command]()
+    except DevenvError as exc:
+        print(f"devenv: {exc}", file=sys.stderr, flush=True)
+        return 1
 
 
 if __name__ == "__main__":
