@@ -12,6 +12,7 @@ Usage: python -m shop.devenv run | test [pytest args] | demo
 
 import contextlib
 import errno
+import json
 import os
 import secrets
 import signal
@@ -22,8 +23,11 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
+
 BASE = Path(__file__).resolve().parent.parent
 RUN = BASE / ".run"
+PIDS = RUN / "pids"  # the processes `make run` / `make demo` supervise, by name
 PYTHON = sys.executable
 BIN = Path(PYTHON).parent
 DB_NAME = "sagashop"
@@ -406,19 +410,60 @@ def system_processes(*, concurrency: int = 4) -> dict[str, list[str]]:
     }
 
 
+class PidFile:
+    """The pid and start time of a supervised process, in ``<directory>/<name>``.
+
+    The start time tells the process apart from a later one given the same pid.
+    """
+
+    def __init__(self, directory: Path, name: str) -> None:
+        self.path = directory / name
+
+    def write(self, pid: int) -> None:
+        record = {"pid": pid, "started": psutil.Process(pid).create_time()}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.path.with_name(f".{self.path.name}.new")
+        partial.write_text(json.dumps(record))
+        partial.replace(self.path)  # a reader sees the old record or the new one
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+    def read(self) -> dict:
+        return json.loads(self.path.read_text())
+
+    def process(self) -> psutil.Process | None:
+        """The recorded process if it still runs (a zombie does not), else None."""
+        record = self.read()
+        try:
+            process = psutil.Process(record["pid"])
+            # psutil derives the start time from the wall clock's idea of the boot
+            # time, which may move by a second between two readers.
+            same = abs(process.create_time() - record["started"]) < 1.0
+            if same and process.status() != psutil.STATUS_ZOMBIE:
+                return process
+        except psutil.NoSuchProcess:
+            pass
+        return None
+
+
 class Supervisor:
     """Start named processes, prefix their output, restart any that dies, stop them all.
 
     A process that dies is started again, as a service manager would, so a killed
     worker is a fault the system recovers from; one that keeps dying (5 times in a
-    minute) stops everything.
+    minute) stops everything. With ``pid_dir``, each process's pid is kept in a
+    ``PidFile`` there while it runs, so that it can be found by its pid alone.
     """
 
-    def __init__(self, commands: dict[str, list[str]]) -> None:
+    def __init__(
+        self, commands: dict[str, list[str]], *, pid_dir: Path | None = None
+    ) -> None:
         self.commands = commands
         self.procs: dict[str, subprocess.Popen] = {}
         self.width = max(len(n) for n in commands)
         self.stopping = threading.Event()
+        self.pid_dir = pid_dir
         self._lock = threading.Lock()  # a restart and a stop never interleave
 
     def start(self) -> None:
@@ -433,9 +478,13 @@ class Supervisor:
             stderr=subprocess.STDOUT,
             text=True,
             bufsize=1,
-            start_new_session=True,  # Ctrl-C reaches only us
+            # Ctrl-C reaches only us, and the process leads a group of its own that
+            # holds its children too (a worker's pool), to be killed as one.
+            start_new_session=True,
         )
         self.procs[name] = proc
+        if self.pid_dir:
+            PidFile(self.pid_dir, name).write(proc.pid)
         threading.Thread(target=self._pump, args=(name, proc), daemon=True).start()
 
     def _pump(self, name: str, proc: subprocess.Popen) -> None:
@@ -484,6 +533,9 @@ class Supervisor:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+        if self.pid_dir:
+            for name in self.procs:
+                PidFile(self.pid_dir, name).remove()
 
 
 def wait_healthy(timeout: float = 60.0) -> None:
@@ -509,13 +561,14 @@ def wait_healthy(timeout: float = 60.0) -> None:
 @contextlib.contextmanager
 def system(*, announce: bool):
     """The whole system up (servers, migrations, processes) for the block; then down."""
+    _check_no_system_running()
     _check_ports_free()
     servers = prepare()
     supervisor = None
     try:
         manage("migrate", "--noinput", stdout=subprocess.DEVNULL)
         manage("collectstatic", "--noinput", stdout=subprocess.DEVNULL)
-        supervisor = Supervisor(system_processes())
+        supervisor = Supervisor(system_processes(), pid_dir=PIDS)
         _on_signals(supervisor.stopping.set)
         supervisor.start()
         if announce:
@@ -533,6 +586,17 @@ def system(*, announce: bool):
             print("devenv: stopping", flush=True)
             supervisor.stop()
         release(servers)
+
+
+def _check_no_system_running() -> None:
+    """One supervised system per checkout: a second would share its database, its
+    broker and its pid files (which tell `demo --kill-worker` what to kill)."""
+    for path in sorted(PIDS.glob("[!.]*")):
+        if process := PidFile(PIDS, path.name).process():
+            raise DevenvError(
+                f"this checkout's system is already running ({path.name} is pid "
+                f"{process.pid}); stop that `make run` or `make demo` first"
+            )
 
 
 def cmd_run() -> int:

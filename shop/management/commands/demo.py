@@ -2,6 +2,7 @@
 
 from django.core.management.base import BaseCommand, CommandError
 
+from shop.chaos import NotSupervised
 from shop.demo import SystemUnavailable, run_demo
 from shop.devenv import DevenvError, web_url
 
@@ -22,7 +23,8 @@ class Command(BaseCommand):
             choices=range(0, 10),
             default=0,
             metavar="N",
-            help="kill -9 the Celery worker N times while the orders are processed",
+            help="kill -9 the Celery worker of this checkout's `make run` N times "
+            "while the orders are processed",
         )
 
     def handle(self, *args, url: str, batch: int, kill_worker: int, **options) -> None:
@@ -38,5 +40,7 @@ class Command(BaseCommand):
             )
         except SystemUnavailable as exc:
             raise CommandError(f"{exc}; start it with `make run`") from exc
+        except NotSupervised as exc:
+            raise CommandError(str(exc)) from exc
         if ok != 0:
             raise CommandError("the demo did not end as expected")
