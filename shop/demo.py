@@ -17,7 +17,7 @@ from datetime import datetime
 from orders.reconcile import reconcile
 from sagas.faults import parse as parse_faults
 from shop.celery import app as celery_app
-from shop.chaos import Kill, WorkerKiller
+from shop.chaos import Kill, WorkerKiller, supervised_worker
 from shop.seeding import SCARCE_SKU, SCARCE_UNITS, demo_data_seed
 
 CONTENDERS = 30
@@ -86,6 +86,8 @@ class Api:
 
 
 def run_demo(*, url: str, write, batch: int = 0, kill_worker: int = 0) -> int:
+    if kill_worker:
+        supervised_worker()  # nothing is placed when there is nothing to kill
     api = Api(url)
     api.check_up()
     data = demo_data_seed(refill=True)
@@ -114,11 +116,13 @@ def run_demo(*, url: str, write, batch: int = 0, kill_worker: int = 0) -> int:
 
     ok = _report(write, scenarios, placed, elapsed, faults_on=bool(faults))
     _recoveries(write, placed, killer.kills, started)
+    if killer.error:
+        write(f"kill {len(killer.kills) + 1}: not done: {killer.error}")
     report = reconcile()
     write(f"reconciliation: {len(report.violations)} violations")
     for violation in report.violations:
         write(f"  {violation}")
-    return 0 if ok and not report.violations else 1
+    return 0 if ok and not killer.error and not report.violations else 1
 
 
 def _faults_setting() -> str:

