@@ -81,6 +81,18 @@ class Cluster:
         ]
         self._spawn("relay", command, ready="relay: listening")
 
+    def start_web(self, port: int) -> str:
+        """The WSGI server of `make run`, on ``port``; return its base URL."""
+        command = [
+            str(BIN / "gunicorn"),
+            "shop.wsgi",
+            f"--bind=127.0.0.1:{port}",
+            "--workers=1",
+            "--threads=4",
+        ]
+        self._spawn("web", command, ready="Booting worker")
+        return f"http://127.0.0.1:{port}"
+
     def start_beat(self) -> None:
         command = [
             str(BIN / "celery"),

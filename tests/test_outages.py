@@ -5,10 +5,20 @@ Each test runs its own worker, relay and beat, and its own broker where it stops
 restarts or freezes one; it acts only on the processes it started.
 """
 
+import contextlib
 import json
+import os
+import shutil
 import signal
+import subprocess
+import sys
+import tempfile
 import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
+import psycopg2
 import pytest
 from django.db import connection
 from rest_framework.test import APIClient
@@ -17,8 +27,9 @@ from orders.models import Order, OrderStatus
 from sagas.models import OutboxMessage as SagaOutbox
 from sagas.models import Saga, SagaEventKind, SagaStep
 from sagas.relay import outbox_models
+from shop.devenv import RUN, LocalPostgres
 from tests import world
-from tests.cluster import Cluster, wait_until
+from tests.cluster import BASE, Cluster, free_port, wait_until
 from tests.conftest import TIMING
 from tests.world import assert_consistent, ended, place_batch
 
@@ -218,6 +229,137 @@ def oldest_transaction() -> float:
         return float(cursor.fetchone()[0])
 
 
+# A RESTARTED DATABASE ----------------------------------------------------------------
+
+
+@pytest.fixture
+def own_postgres():
+    """A PostgreSQL of the test's own (the project-local kind, under .run/), so the
+    test may restart it: the suite's own database server is never touched."""
+    RUN.mkdir(exist_ok=True)
+    server = LocalPostgres(Path(tempfile.mkdtemp(prefix="test-", dir=RUN)))
+    url = server.acquire()
+    yield server, url
+    server.release()
+    shutil.rmtree(server.run, ignore_errors=True)
+    shutil.rmtree(server.socket_dir, ignore_errors=True)
+
+
+def test_workers_survive_a_postgresql_restart_with_no_failed_step(own_postgres):
+    """Restarted between two batches, the database has closed every worker's
+    connection: the next tasks reconnect first, so not one attempt fails. Restarted
+    in the middle of a batch, what was in flight is retried; nothing is lost."""
+    server, url = own_postgres
+    env = {**os.environ, **TIMING, "DATABASE_URL": url, "SAGA_FAULTS": ""}
+    manage = [sys.executable, "manage.py"]
+    subprocess.run([*manage, "migrate", "-v0"], env=env, check=True, cwd=BASE)
+    seeded = subprocess.run(
+        [*manage, "seed_demo", "--json"],
+        env=env,
+        check=True,
+        cwd=BASE,
+        capture_output=True,
+        text=True,
+    )
+    customers = json.loads(seeded.stdout)["customers"][:5]
+    cluster = Cluster(db_name="sagashop", env=env)
+    try:
+        cluster.start(beat=True)
+        api = cluster.start_web(free_port())
+        first = place_over_http(api, customers, 20)
+        wait_for_sagas(server, first)
+
+        server.stop()  # every worker's connection is now closed under it
+        server.start()
+        second = place_over_http(api, customers, 20)
+        wait_for_sagas(server, second)
+        assert failed_attempts(server, second) == 0
+
+        third = place_over_http(api, customers, 40)
+        wait_until(
+            lambda: completed(server, third) >= 5, timeout=60, what="some to end"
+        )
+        server.stop()  # mid-batch: steps in flight fail and are retried
+        time.sleep(1)
+        server.start()
+        wait_for_sagas(server, third)
+    finally:
+        cluster.stop()
+
+    sagas = first + second + third
+    assert completed(server, sagas) == len(sagas)
+    assert (
+        sql(server, "SELECT count(*) FROM sagas_sagastep WHERE status='FAILED'")[0][0]
+        == 0
+    )
+    reconciled = subprocess.run(
+        [*manage, "reconcile"], env=env, cwd=BASE, capture_output=True, text=True
+    )
+    assert reconciled.returncode == 0, reconciled.stdout
+
+
+def place_over_http(api: str, customers: list[dict], n: int) -> list[int]:
+    def one(i: int) -> int:
+        customer = customers[i % len(customers)]
+        body = {
+            "items": [{"sku": "SENCHA", "quantity": 1}],
+            "payment_method_id": customer["payment_method_id"],
+        }
+        request = urllib.request.Request(
+            f"{api}/api/orders/",
+            data=json.dumps(body).encode(),
+            method="POST",
+            headers={
+                "Authorization": f"Token {customer['token']}",
+                "Content-Type": "application/json",
+            },
+        )
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return json.load(answer)["saga_id"]
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        return list(pool.map(one, range(n)))
+
+
+def sql(server: LocalPostgres, query: str, params=()) -> list[tuple]:
+    """Read the test's own database (its password, its socket)."""
+    with (
+        contextlib.closing(
+            psycopg2.connect(
+                host=str(server.socket_dir),
+                user="postgres",
+                password=server.password,
+                dbname="sagashop",
+            )
+        ) as db,
+        db.cursor() as cursor,
+    ):
+        cursor.execute(query, params)
+        return cursor.fetchall()
+
+
+def completed(server: LocalPostgres, saga_ids: list[int]) -> int:
+    query = "SELECT count(*) FROM sagas_saga WHERE id = ANY(%s) AND status='COMPLETED'"
+    return sql(server, query, (saga_ids,))[0][0]
+
+
+def wait_for_sagas(server: LocalPostgres, saga_ids: list[int]) -> None:
+    wait_until(
+        lambda: completed(server, saga_ids) == len(saga_ids),
+        timeout=180,
+        what=f"{len(saga_ids)} sagas to complete",
+    )
+
+
+def failed_attempts(server: LocalPostgres, saga_ids: list[int]) -> int:
+    """Attempts that failed: every attempt beyond the one that succeeded."""
+    query = (
+        "SELECT coalesce(sum(attempts - 1), 0) FROM sagas_sagastep"
+        " WHERE saga_id = ANY(%s)"
+    )
+    return sql(server, query, (saga_ids,))[0][0]
+
+
 # OVERLOAD ----------------------------------------------------------------------------
 
 
@@ -263,7 +405,8 @@ def queue_waits(saga_ids: list[int]) -> list[float]:
     for saga in Saga.objects.filter(pk__in=saga_ids):
         sent = saga.created_at
         longest = 0.0
-        for step in SagaStep.objects.filter(saga=saga).order_by("index"):
+        ran = SagaStep.objects.filter(saga=saga, started_at__isnull=False)
+        for step in ran.order_by("index"):
             longest = max(longest, (step.started_at - sent).total_seconds())
             sent = step.finished_at
         waits.append(longest)

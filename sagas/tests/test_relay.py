@@ -1,4 +1,4 @@
-"""The outbox relay against the real broker: what it publishes, postpones, sets aside."""
+"""The outbox relay on the real broker: what it publishes and what it sets aside."""
 
 import pytest
 from django.utils import timezone
