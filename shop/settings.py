@@ -48,6 +48,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Before anything reads a cookie, a header or a query parameter into a lookup.
+    "shop.middleware.RefuseUnstorableTextMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -135,7 +137,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "PREPROCESSING_HOOKS": ["shop.schema.expand_method_views"],
-    "PATH_CONVERTER_OVERRIDES": {"sku": str},
+    "PATH_CONVERTER_OVERRIDES": {
+        "sku": str,
+        "id": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
+    },
     # Several models have a "status"; each enum gets its model's name.
     "ENUM_NAME_OVERRIDES": {
         "OrderStatusEnum": "orders.models.OrderStatus",

@@ -16,6 +16,10 @@ api_patterns = [
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
 ]
 
+# Answers in the API's error shape under /api/, Django's own pages elsewhere.
+handler400 = "shop.exceptions.bad_request"
+handler404 = "shop.exceptions.not_found"
+
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", include(api_patterns)),

@@ -110,7 +110,9 @@ def test_a_customer_cannot_read_another_customers_saga(world, which):
     response = client_for(world.ann).get(f"{URL}{saga_id}/")
 
     assert response.status_code == 404
-    assert response.json() == {"message": "Saga not found.", "extra": {}}
+    # An id beyond a bigint matches no route at all.
+    message = "Not found." if which == "huge" else "Saga not found."
+    assert response.json() == {"message": message, "extra": {}}
 
 
 def test_staff_read_any_saga(world):
