@@ -118,7 +118,7 @@ class OrderCreateApi(APIView):
 
 
 class OrderDetailApi(APIView):
-    """One order: its own (staff: anyone's)."""
+    """One order: the caller's own (staff with orders.view_order: anyone's)."""
 
     class OutputSerializer(serializers.Serializer):
         class LineSerializer(serializers.Serializer):
@@ -167,7 +167,7 @@ class OrderDetailApi(APIView):
 
 
 class OrderListApi(APIView):
-    """The caller's orders (staff: everyone's), newest first."""
+    """The caller's orders (staff with orders.view_order: everyone's), newest first."""
 
     pagination_class = LimitOffsetPage
     OutputSerializer = OrderDetailApi.OutputSerializer
