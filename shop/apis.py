@@ -1,17 +1,50 @@
-"""Project-wide APIs: the health check."""
+"""Project-wide APIs: signing in for a token, and the health check."""
 
+from django.contrib.auth import authenticate
 from django.db import DatabaseError
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.authentication import SessionAuthentication, TokenAuthentication
-from rest_framework.exceptions import APIException
+from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from shop import selectors
+from shop.serializers import ErrorSerializer, StrictCharField, StrictSerializer
+from shop.services import token_obtain
+from shop.throttling import AnonRateThrottle, LoginRateThrottle
 
 STAFF_ONLY = "Only for an authenticated staff user; absent for anyone else."
+
+
+class AuthTokenCreateApi(APIView):
+    """Sign in with a username and password for the API token to send as
+    ``Authorization: Token <token>`` (the same token every time)."""
+
+    # A stale token sent along must not stop anyone getting a fresh one.
+    authentication_classes = ()
+    permission_classes = (AllowAny,)
+    throttle_classes = (LoginRateThrottle, AnonRateThrottle)
+
+    class InputSerializer(StrictSerializer):
+        username = StrictCharField(max_length=150)
+        password = StrictCharField(max_length=1024)
+
+    class OutputSerializer(serializers.Serializer):
+        token = serializers.CharField()
+
+    @extend_schema(
+        request=InputSerializer,
+        responses={200: OutputSerializer, 400: ErrorSerializer, 429: ErrorSerializer},
+    )
+    def post(self, request):
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        user = authenticate(request, **serializer.validated_data)
+        if user is None:  # no such user, a wrong password or an inactive user alike
+            raise ValidationError("Unable to log in with the username and password.")
+        return Response(self.OutputSerializer({"token": token_obtain(user=user)}).data)
 
 
 class LenientMixin:
@@ -40,6 +73,7 @@ class HealthApi(APIView):
     # A probe sends no credentials, and a stale token must not turn it into a 401.
     authentication_classes = (LenientTokenAuthentication, LenientSessionAuthentication)
     permission_classes = (AllowAny,)
+    throttle_classes = ()  # load balancers probe it, often, from one address
 
     class OutputSerializer(serializers.Serializer):
         status = serializers.CharField(help_text='"ok" or "error".')

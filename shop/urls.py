@@ -4,13 +4,14 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from shop.apis import HealthApi
+from shop.apis import AuthTokenCreateApi, HealthApi
 
 api_patterns = [
     path("", include("orders.urls")),
     path("", include("sagas.urls")),
     path("", include("inventory.urls")),
     path("", include("payments.urls")),
+    path("auth/token/", AuthTokenCreateApi.as_view(), name="auth-token"),
     path("health/", HealthApi.as_view(), name="health"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
