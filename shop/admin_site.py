@@ -3,15 +3,17 @@
 from django.contrib import admin
 from django.http import HttpRequest, HttpResponse
 
-from shop.throttling import LoginRateThrottle
+from shop.throttling import AnonRateThrottle, LoginRateThrottle
 
 
 class ShopAdminSite(admin.AdminSite):
     def login(self, request: HttpRequest, extra_context=None) -> HttpResponse:
-        """Django's login view, behind LOGIN_RATE_LIMIT (per address and username)."""
-        throttle = LoginRateThrottle()
-        if not throttle.allow_request(request, None):
-            return too_many_attempts(throttle.wait())
+        """Django's login view behind the API login's throttles: LOGIN_RATE_LIMIT per
+        address and username, ANON_RATE_LIMIT per address, for each attempt (POST)."""
+        if request.method == "POST":
+            for throttle in (LoginRateThrottle(), AnonRateThrottle()):
+                if not throttle.allow_request(request, None):
+                    return too_many_attempts(throttle.wait())
         return super().login(request, extra_context)
 
 

@@ -27,9 +27,8 @@ def visible_to(queryset: QuerySet, *, user, permission: str, owner: str) -> Quer
     return queryset.filter(**{owner: user.pk})
 
 
-def HasPermission(
-    permission: str,
-) -> type[BasePermission]:  # named as the class it makes
+# Named like a class: it makes one, to list in permission_classes.
+def HasPermission(permission: str) -> type[BasePermission]:
     """A DRF permission class: staff holding ``permission``, e.g.
     ``permission_classes = (HasPermission("sagas.change_saga"),)``. Anyone else is
     refused: 401 without credentials, 403 with them."""

@@ -249,6 +249,17 @@ def test_admin_login_attempts_beyond_the_rate_are_429(settings, carol):
     assert client.get("/admin/login/").status_code == 200  # showing the form is not
 
 
+def test_admin_login_attempts_count_as_anonymous_requests_too(settings, carol):
+    settings.ANON_RATE_LIMIT = "2/min"
+    client = Client()
+    for username in ("carol", "dave"):
+        client.post("/admin/login/", {"username": username, "password": "x"})
+
+    response = client.post("/admin/login/", {"username": "erin", "password": "x"})
+
+    assert response.status_code == 429
+
+
 def test_admin_and_api_logins_share_their_count(settings, carol):
     settings.LOGIN_RATE_LIMIT = "1/min"
     Client().post("/admin/login/", {"username": "carol", "password": "x"})
