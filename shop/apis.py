@@ -22,7 +22,7 @@ class AuthTokenCreateApi(APIView):
     """Sign in with a username and password for the API token to send as
     ``Authorization: Token <token>`` (the same token every time)."""
 
-    # A stale token sent along must not stop anyone getting a fresh one.
+    # A stale token sent along must not stop anyone signing in.
     authentication_classes = ()
     permission_classes = (AllowAny,)
     throttle_classes = (LoginRateThrottle, AnonRateThrottle)
