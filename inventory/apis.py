@@ -27,7 +27,9 @@ class ProductDetailApi(APIView):
         available = serializers.IntegerField()
         reserved = serializers.IntegerField()
 
-    @extend_schema(responses={200: OutputSerializer, 404: ErrorSerializer})
+    @extend_schema(
+        responses={200: OutputSerializer, 404: ErrorSerializer, 429: ErrorSerializer}
+    )
     def get(self, request, sku: str):
         product = selectors.product_get(sku=sku)
         if product is None:
@@ -43,7 +45,13 @@ class ProductListApi(APIView):
     pagination_class = LimitOffsetPage
     OutputSerializer = ProductDetailApi.OutputSerializer
 
-    @extend_schema(responses=OutputSerializer(many=True))
+    @extend_schema(
+        responses={
+            200: OutputSerializer(many=True),
+            400: ErrorSerializer,
+            429: ErrorSerializer,
+        }
+    )
     def get(self, request):
         return paginated_response(
             queryset=selectors.product_list(),

@@ -23,6 +23,7 @@ from shop.serializers import (
     StrictRegexField,
     StrictSerializer,
 )
+from shop.throttling import OrderRateThrottle
 
 IDEMPOTENCY_KEY = "Idempotency-Key"
 _PRINTABLE_ASCII = re.compile(r"[\x20-\x7e]{1,255}")
@@ -49,6 +50,8 @@ class OrderCreateApi(APIView):
     Accepted is not confirmed: stock or balance that does not suffice cancels the
     order when its saga runs; poll the order (or its saga) for the outcome.
     """
+
+    throttle_classes = (OrderRateThrottle,)
 
     class InputSerializer(StrictSerializer):
         class ItemSerializer(StrictSerializer):
@@ -98,7 +101,13 @@ class OrderCreateApi(APIView):
             )
         ],
         request=InputSerializer,
-        responses={202: OutputSerializer, 400: ErrorSerializer, 409: ErrorSerializer},
+        responses={
+            202: OutputSerializer,
+            400: ErrorSerializer,
+            401: ErrorSerializer,
+            409: ErrorSerializer,
+            429: ErrorSerializer,
+        },
     )
     def post(self, request):
         serializer = self.InputSerializer(data=request.data)
@@ -118,7 +127,7 @@ class OrderCreateApi(APIView):
 
 
 class OrderDetailApi(APIView):
-    """One order: its own (staff: anyone's)."""
+    """One order: the caller's own (staff with orders.view_order: anyone's)."""
 
     class OutputSerializer(serializers.Serializer):
         class LineSerializer(serializers.Serializer):
@@ -167,7 +176,7 @@ class OrderDetailApi(APIView):
 
 
 class OrderListApi(APIView):
-    """The caller's orders (staff: everyone's), newest first."""
+    """The caller's orders (staff with orders.view_order: everyone's), newest first."""
 
     pagination_class = LimitOffsetPage
     OutputSerializer = OrderDetailApi.OutputSerializer

@@ -3,14 +3,15 @@
 from django.db.models import Exists, OuterRef, QuerySet
 
 from orders.models import Order, OrderLine, OrderStatus, Shipment
+from shop.permissions import visible_to
+
+VIEW_ORDERS = "orders.view_order"
 
 
 def order_visible_to(*, user, order_id: int) -> Order | None:
-    """An order its customer (or staff) may see; None for anyone else's."""
-    orders = Order.objects.prefetch_related("lines").select_related("shipment")
-    if not user.is_staff:
-        orders = orders.filter(customer=user)
-    return orders.filter(pk=order_id).first()
+    """An order of the user's own (staff with orders.view_order: anyone's); None for
+    anyone else's."""
+    return _orders_visible_to(user).filter(pk=order_id).first()
 
 
 def order_by_key(*, customer_id: int, idempotency_key: str) -> Order | None:
@@ -63,8 +64,14 @@ def orders_ended_with_lines() -> list[dict]:
 
 
 def order_list(*, user) -> QuerySet[Order]:
-    """The orders ``user`` may see (staff: all), newest first."""
-    orders = Order.objects.prefetch_related("lines").select_related("shipment")
-    if not user.is_staff:
-        orders = orders.filter(customer=user)
-    return orders.order_by("-pk")
+    """The orders ``user`` may see (staff with orders.view_order: all), newest first."""
+    return _orders_visible_to(user).order_by("-pk")
+
+
+def _orders_visible_to(user) -> QuerySet[Order]:
+    return visible_to(
+        Order.objects.prefetch_related("lines").select_related("shipment"),
+        user=user,
+        permission=VIEW_ORDERS,
+        owner="customer_id",
+    )

@@ -82,8 +82,14 @@ def _order_create(
     total = sum(
         (line.unit_price * line.quantity for line in lines), Decimal("0")
     ).quantize(CENT)
-    if total > MAX_TOTAL:  # refused here, not by the database as a 500
+    # Refused here, not by the database as a 500: a total beyond the column, or one of
+    # nothing (products priced 0), which no payment can be taken for (amount > 0).
+    if total > MAX_TOTAL:
         raise InvalidOrder({"items": [f"The order total {total} exceeds {MAX_TOTAL}."]})
+    if total <= 0:
+        raise InvalidOrder(
+            {"items": [f"The order total is {total}; it must be more than 0."]}
+        )
     order = Order.objects.create(
         customer=customer,
         total=total,

@@ -9,5 +9,5 @@ app_name = "orders"
 
 urlpatterns = [
     path("orders/", method_view(get=OrderListApi, post=OrderCreateApi), name="list"),
-    path("orders/<int:order_id>/", OrderDetailApi.as_view(), name="detail"),
+    path("orders/<id:order_id>/", OrderDetailApi.as_view(), name="detail"),
 ]

@@ -1,8 +1,7 @@
-"""Payments APIs: a customer's account and payment methods; staff read any account."""
+"""Payments APIs: a customer's account and methods; operators read any account."""
 
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
-from rest_framework.permissions import IsAdminUser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -66,14 +65,18 @@ class AccountMeApi(APIView):
 
 
 class AccountDetailApi(APIView):
-    """Anyone's account: staff only."""
+    """An account by id: the caller's own (staff with payments.view_account: anyone's).
 
-    permission_classes = (IsAdminUser,)
+    Someone else's is a 404, as if it did not exist.
+    """
+
     OutputSerializer = AccountMeApi.OutputSerializer
 
-    @extend_schema(responses={200: OutputSerializer, 404: ErrorSerializer})
+    @extend_schema(
+        responses={200: OutputSerializer, 401: ErrorSerializer, 404: ErrorSerializer}
+    )
     def get(self, request, account_id: int):
-        account = selectors.account_with_methods(account_id=account_id)
+        account = selectors.account_visible_to(user=request.user, account_id=account_id)
         if account is None:
             raise NotFound("Account not found.")
         return Response(self.OutputSerializer(account).data)

@@ -5,6 +5,9 @@ from decimal import Decimal
 from django.db.models import Prefetch, QuerySet, Sum
 
 from payments.models import Account, Payment, PaymentMethod, PaymentStatus
+from shop.permissions import visible_to
+
+VIEW_ACCOUNTS = "payments.view_account"
 
 
 def account_of(*, customer_id: int) -> Account | None:
@@ -93,9 +96,16 @@ def account_with_methods_of(*, customer_id: int) -> Account | None:
     return _accounts_with_methods().filter(customer_id=customer_id).first()
 
 
-def account_with_methods(*, account_id: int) -> Account | None:
-    """An account by id with its payment methods (in pk order)."""
-    return _accounts_with_methods().filter(pk=account_id).first()
+def account_visible_to(*, user, account_id: int) -> Account | None:
+    """An account by id with its payment methods (in pk order): the user's own (staff
+    with payments.view_account: anyone's); None for anyone else's."""
+    accounts = visible_to(
+        _accounts_with_methods(),
+        user=user,
+        permission=VIEW_ACCOUNTS,
+        owner="customer_id",
+    )
+    return accounts.filter(pk=account_id).first()
 
 
 def _accounts_with_methods() -> QuerySet[Account]:

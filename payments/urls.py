@@ -13,10 +13,10 @@ app_name = "payments"
 
 urlpatterns = [
     path("accounts/me/", AccountMeApi.as_view(), name="account-me"),
-    path("accounts/<int:account_id>/", AccountDetailApi.as_view(), name="account"),
+    path("accounts/<id:account_id>/", AccountDetailApi.as_view(), name="account"),
     path("payment-methods/", PaymentMethodListApi.as_view(), name="method-list"),
     path(
-        "payment-methods/<int:method_id>/deactivate/",
+        "payment-methods/<id:method_id>/deactivate/",
         PaymentMethodDeactivateApi.as_view(),
         name="method-deactivate",
     ),

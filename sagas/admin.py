@@ -4,6 +4,7 @@ Sagas are read-only here; the only writes are the operator actions, and each one
 call to sagas.services, which locks the saga and records who acted in its events.
 """
 
+import re
 from collections.abc import Callable, Iterable
 
 from django.contrib import admin, messages
@@ -37,6 +38,7 @@ from sagas.outbox_admin import (
 )
 
 CANCEL_REASON = "cancelled from the admin"
+_DIGITS = re.compile("[0-9]{1,19}")
 
 STATUS_COLOURS = {
     SagaStatus.PENDING: "#447e9b",
@@ -164,7 +166,9 @@ class SagaAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         if not term:
             return queryset, False
         match = Q(idempotency_key=term)
-        if term.isdigit() and int(term) < 2**63:  # beyond a bigint: not an id
+        # 1-19 ASCII digits: "²".isdigit() is true, yet int("²") raises, and int()
+        # refuses thousands of digits. Beyond a bigint: not an id.
+        if _DIGITS.fullmatch(term) and int(term) < 2**63:
             match |= Q(pk=int(term))
         return queryset.filter(match), False
 

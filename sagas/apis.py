@@ -2,23 +2,34 @@
 
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
-from rest_framework.permissions import IsAdminUser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from sagas import selectors
 from sagas.exceptions import ActionNotAllowed
 from sagas.models import SagaEventKind, SagaStatus, StepStatus
+from sagas.selectors import VIEW_SAGAS
 from sagas.services import saga_cancel, saga_retry
 from shop.exceptions import Conflict, NotFound
 from shop.pagination import LimitOffsetPage, paginated_response
-from shop.serializers import ErrorSerializer, StrictCharField, StrictSerializer
+from shop.permissions import HasPermission, user_has_permission
+from shop.serializers import (
+    ErrorSerializer,
+    StaffOnlyCharField,
+    StaffOnlyDictField,
+    StrictCharField,
+    StrictSerializer,
+)
+
+CHANGE_SAGAS = "sagas.change_saga"  # what the admin's Retry and Cancel need too
+# What a customer never sees: exception class names, task ids, operators' names.
+STAFF_ONLY = f"For staff with {VIEW_SAGAS}; blank for everyone else."
 
 
 class SagaListApi(APIView):
-    """All sagas, newest first, by status and name: staff only."""
+    """All sagas, newest first, by status and name: staff with sagas.view_saga."""
 
-    permission_classes = (IsAdminUser,)
+    permission_classes = (HasPermission(VIEW_SAGAS),)
     pagination_class = LimitOffsetPage
 
     class FilterSerializer(serializers.Serializer):
@@ -39,7 +50,12 @@ class SagaListApi(APIView):
 
     @extend_schema(
         parameters=[FilterSerializer],
-        responses={200: OutputSerializer(many=True), 400: ErrorSerializer},
+        responses={
+            200: OutputSerializer(many=True),
+            400: ErrorSerializer,
+            401: ErrorSerializer,
+            403: ErrorSerializer,
+        },
     )
     def get(self, request):
         filters = self.FilterSerializer(data=request.query_params)
@@ -53,7 +69,9 @@ class SagaListApi(APIView):
 
 
 class SagaDetailApi(APIView):
-    """One saga with its steps in order and its audit trail: staff, or its owner."""
+    """One saga with its steps in order and its audit trail: its owner's, or anyone's
+    for staff with sagas.view_saga. Errors, task ids, the context and who acted are
+    for those staff only; the owner gets them blank."""
 
     class OutputSerializer(SagaListApi.OutputSerializer):
         class StepSerializer(serializers.Serializer):
@@ -64,29 +82,39 @@ class SagaDetailApi(APIView):
             started_at = serializers.DateTimeField(allow_null=True)
             finished_at = serializers.DateTimeField(allow_null=True)
             duration_ms = serializers.FloatField(allow_null=True)
-            error = serializers.CharField()
-            task_id = serializers.CharField()
+            error = StaffOnlyCharField(help_text=f"The last error. {STAFF_ONLY}")
+            task_id = StaffOnlyCharField(
+                help_text=f"The Celery task that applied it. {STAFF_ONLY}"
+            )
             compensation_attempts = serializers.IntegerField()
             compensated_at = serializers.DateTimeField(allow_null=True)
-            compensation_error = serializers.CharField()
+            compensation_error = StaffOnlyCharField(help_text=STAFF_ONLY)
 
         class EventSerializer(serializers.Serializer):
             kind = serializers.ChoiceField(choices=SagaEventKind.choices)
             step_name = serializers.CharField()
-            actor = serializers.CharField()
-            detail = serializers.CharField()
+            actor = StaffOnlyCharField(
+                help_text=f'"system" or the operator. {STAFF_ONLY}'
+            )
+            detail = StaffOnlyCharField(help_text=STAFF_ONLY)
             created_at = serializers.DateTimeField()
 
-        context = serializers.DictField()
+        error = StaffOnlyCharField(help_text=f"Why it stopped. {STAFF_ONLY}")
+        context = StaffOnlyDictField(help_text=f"What the steps work on. {STAFF_ONLY}")
         steps = StepSerializer(many=True)
         events = EventSerializer(many=True)
 
-    @extend_schema(responses={200: OutputSerializer, 404: ErrorSerializer})
+    @extend_schema(
+        responses={200: OutputSerializer, 401: ErrorSerializer, 404: ErrorSerializer}
+    )
     def get(self, request, saga_id: int):
         saga = selectors.saga_visible_to(user=request.user, saga_id=saga_id)
         if saga is None:
             raise NotFound("Saga not found.")
-        return Response(self.OutputSerializer(saga).data)
+        privileged = user_has_permission(request.user, VIEW_SAGAS)
+        return Response(
+            self.OutputSerializer(saga, context={"privileged": privileged}).data
+        )
 
 
 def operate(action, *, saga_id: int, **kwargs):
@@ -100,9 +128,10 @@ def operate(action, *, saga_id: int, **kwargs):
 
 
 class SagaRetryApi(APIView):
-    """Take a FAILED saga up where it stopped (forward past its pivot, else back)."""
+    """Take a FAILED saga up where it stopped (forward past its pivot, else back):
+    staff with sagas.change_saga."""
 
-    permission_classes = (IsAdminUser,)
+    permission_classes = (HasPermission(CHANGE_SAGAS),)
 
     class OutputSerializer(serializers.Serializer):
         id = serializers.IntegerField()
@@ -112,6 +141,8 @@ class SagaRetryApi(APIView):
         request=None,
         responses={
             202: OutputSerializer,
+            401: ErrorSerializer,
+            403: ErrorSerializer,
             404: ErrorSerializer,
             409: ErrorSerializer,
         },
@@ -122,9 +153,10 @@ class SagaRetryApi(APIView):
 
 
 class SagaCancelApi(APIView):
-    """Undo a saga that has not passed its pivot, on purpose."""
+    """Undo a saga that has not passed its pivot, on purpose: staff with
+    sagas.change_saga."""
 
-    permission_classes = (IsAdminUser,)
+    permission_classes = (HasPermission(CHANGE_SAGAS),)
     OutputSerializer = SagaRetryApi.OutputSerializer
 
     class InputSerializer(StrictSerializer):
@@ -135,6 +167,8 @@ class SagaCancelApi(APIView):
         responses={
             202: OutputSerializer,
             400: ErrorSerializer,
+            401: ErrorSerializer,
+            403: ErrorSerializer,
             404: ErrorSerializer,
             409: ErrorSerializer,
         },

@@ -14,6 +14,7 @@ from sagas.models import (
     SagaStep,
 )
 from sagas.outbox import AbstractOutboxMessage
+from shop.permissions import visible_to
 
 
 def saga_lock(*, saga_id: int) -> Saga | None:
@@ -129,14 +130,17 @@ def outbox_pending_count(*, model: type[AbstractOutboxMessage]) -> int:
     return model.objects.filter(published_at__isnull=True, dead_at__isnull=True).count()
 
 
+VIEW_SAGAS = "sagas.view_saga"
+
+
 def saga_visible_to(*, user, saga_id: int) -> Saga | None:
-    """A saga with its steps and events, for staff or the user it runs for."""
+    """A saga with its steps and events, for the user it runs for (staff with
+    sagas.view_saga: anyone's); None for anyone else's."""
     sagas = Saga.objects.prefetch_related(
         Prefetch("steps", queryset=SagaStep.objects.order_by("index")),
         Prefetch("events", queryset=SagaEvent.objects.order_by("pk")),
     )
-    if not user.is_staff:
-        sagas = sagas.filter(owner_id=user.pk)
+    sagas = visible_to(sagas, user=user, permission=VIEW_SAGAS, owner="owner_id")
     return sagas.filter(pk=saga_id).first()
 
 

@@ -21,6 +21,8 @@ from shop.chaos import Kill, WorkerKiller, supervised_worker
 from shop.seeding import SCARCE_SKU, SCARCE_UNITS, demo_data_seed
 
 CONTENDERS = 30
+# How often a request a rate limit refused (429) is sent again before giving up.
+THROTTLED_TRIES = 20
 ENDED = ("COMPLETED", "COMPENSATED")
 REGULAR = ("SENCHA", "MATCHA", "HOJICHA")
 
@@ -67,6 +69,26 @@ class Api:
             raise SystemUnavailable(f"sagashop at {self.url} is not healthy: {health}")
 
     def call(self, method: str, path: str, token: str, body=None, headers=None):
+        """``(status, body)`` of the request, sent again after a 429 (call_timed)."""
+        status, answer, _ = self.call_timed(method, path, token, body, headers)
+        return status, answer
+
+    def call_timed(self, method: str, path: str, token: str, body=None, headers=None):
+        """``(status, body, when the answered attempt was sent)``.
+
+        A well-behaved client: a 429 (a rate limit) is waited out for as long as its
+        Retry-After says, then the same request is sent again, up to THROTTLED_TRIES
+        times in all.
+        """
+        for _ in range(THROTTLED_TRIES):
+            sent_at = time.time()
+            status, answer, retry_after = self._send(method, path, token, body, headers)
+            if status != 429:
+                break
+            time.sleep(retry_after)
+        return status, answer, sent_at
+
+    def _send(self, method, path, token, body, headers) -> tuple[int, dict, float]:
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(
             self.url + path,
@@ -80,9 +102,18 @@ class Api:
         )
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
-                return response.status, json.load(response)
+                return response.status, json.load(response), 0.0
         except urllib.error.HTTPError as error:
-            return error.code, json.loads(error.read() or b"{}")
+            answer = json.loads(error.read() or b"{}")
+            return error.code, answer, _seconds(error.headers.get("Retry-After"))
+
+
+def _seconds(retry_after: str | None) -> float:
+    """Retry-After in seconds (the API sends whole seconds); 1 if absent or odd."""
+    try:
+        return max(0.0, float(retry_after))
+    except (TypeError, ValueError):
+        return 1.0
 
 
 def run_demo(*, url: str, write, batch: int = 0, kill_worker: int = 0) -> int:
@@ -196,8 +227,11 @@ def _place_all(api: Api, scenarios: list[Scenario]) -> list[Placed]:
 def _place(
     api: Api, scenario: str, customer: dict, body: dict, headers: dict
 ) -> Placed:
-    submitted = time.time()
-    status, answer = api.call("POST", "/api/orders/", customer["token"], body, headers)
+    # Timed from the attempt that was answered: waiting out a rate limit is not the
+    # saga's time.
+    status, answer, submitted = api.call_timed(
+        "POST", "/api/orders/", customer["token"], body, headers
+    )
     return Placed(scenario, customer, submitted, status, answer)
 
 

@@ -86,6 +86,11 @@ def _check_ports_free() -> None:
                 raise DevenvError(f"port {address[1]} {why}; set {variable}") from exc
 
 
+RATE_SETTINGS = ("ORDER_RATE_LIMIT", "LOGIN_RATE_LIMIT", "ANON_RATE_LIMIT")
+# Per second, so the history each throttle keeps stays short however many requests.
+UNTHROTTLED = "10000/s"
+
+
 # LOCAL SERVERS -----------------------------------------------------------------------
 
 
@@ -704,6 +709,10 @@ def cmd_test(args: list[str]) -> int:
     # The suite's workers use a key prefix of their own: `make run` is left alone.
     os.environ.setdefault("CELERY_BROKER_KEYPREFIX", f"test{os.getpid()}:")
     os.environ.setdefault("CELERY_WORKER_SEND_TASK_EVENTS", "false")
+    # Tests place orders and call the API far faster than any customer: no rate may
+    # get in their way. The throttling tests set low rates of their own.
+    for rate in RATE_SETTINGS:
+        os.environ.setdefault(rate, UNTHROTTLED)
     try:
         pytest = [PYTHON, "-m", "pytest"]
         first = subprocess.run(
@@ -718,6 +727,9 @@ def cmd_test(args: list[str]) -> int:
 
 
 def cmd_demo() -> int:
+    # The demo places its orders in a burst, several per customer: its timings are
+    # about the sagas, not about waiting out a rate (it would wait, on a 429).
+    os.environ.setdefault("ORDER_RATE_LIMIT", UNTHROTTLED)
     with system(announce=False) as supervisor:
         threading.Thread(target=supervisor.watch, daemon=True).start()
         wait_healthy()

@@ -1,7 +1,25 @@
-"""One URL served by one APIView per HTTP method (``GET`` lists, ``POST`` creates)."""
+"""URL pieces: the ``<id:>`` converter, and one URL served by one APIView per method."""
 
 from django.http import HttpRequest
 from rest_framework.views import APIView
+
+MAX_BIGINT = 2**63 - 1
+
+
+class IdConverter:
+    """A row id: digits up to PostgreSQL's bigint. Anything else matches no route (a
+    404 in the API's shape), so no view or lookup ever sees an id it cannot store."""
+
+    regex = "[0-9]{1,19}"
+
+    def to_python(self, value: str) -> int:
+        number = int(value)
+        if number > MAX_BIGINT:
+            raise ValueError(f"{value} is beyond a bigint")  # Django: no match
+        return number
+
+    def to_url(self, value: int) -> str:
+        return str(value)
 
 
 def method_view(**views: type[APIView]):

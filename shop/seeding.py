@@ -12,12 +12,12 @@ from decimal import Decimal
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
-from rest_framework.authtoken.models import Token
 
 from inventory import selectors as inventory_selectors
 from inventory.services import product_create, product_restock
 from payments import selectors as payments_selectors
 from payments.services import account_create, account_credit, payment_method_create
+from shop.services import token_obtain
 
 SCARCE_SKU, SCARCE_UNITS = "KYUSU", 20  # scarce on purpose, so contention shows
 PRODUCTS = [
@@ -82,7 +82,7 @@ def _customer(username: str, balance: Decimal, *, refill: bool) -> dict:
     return {
         "id": user.pk,
         "username": username,
-        "token": Token.objects.get_or_create(user=user)[0].key,
+        "token": token_obtain(user=user),
         "balance": str(account.balance),
         "payment_method_id": method.pk,
     }
@@ -98,5 +98,5 @@ def _staff() -> dict:
     if not user.check_password(password):
         user.set_password(password)
         user.save(update_fields=["password"])
-    token = Token.objects.get_or_create(user=user)[0].key
+    token = token_obtain(user=user)
     return {"username": STAFF, "password": password, "token": token}

@@ -1,4 +1,4 @@
-"""Strict serializer pieces for API input: no coercion, no unknown fields, no surprises.
+"""Serializer pieces: strict input, output fields only staff see, the error shape.
 
 DRF's own fields coerce (``"2"`` and ``2.0`` pass as the integer 2, ``12`` as the
 string ``"12"``) and serializers ignore fields they do not declare. API input here is
@@ -69,6 +69,30 @@ class StrictSerializer(serializers.Serializer):
         if unknown:
             raise ValidationError(unknown)
         return value
+
+
+class StaffOnlyFieldMixin:
+    """An output field shown to privileged readers only; everyone else gets it blank.
+
+    The view says who is privileged in the serializer context (``"privileged": True``);
+    without it the field is blank, so forgetting to say shows too little, not too much.
+    One response schema serves both readers: the field is always there.
+    """
+
+    def to_representation(self, value):
+        if self.context.get("privileged"):
+            return super().to_representation(value)
+        return self.blank()
+
+
+class StaffOnlyCharField(StaffOnlyFieldMixin, serializers.CharField):
+    def blank(self) -> str:
+        return ""
+
+
+class StaffOnlyDictField(StaffOnlyFieldMixin, serializers.DictField):
+    def blank(self) -> dict:
+        return {}
 
 
 class ErrorSerializer(serializers.Serializer):

@@ -27,7 +27,7 @@ CSRF_TRUSTED_ORIGINS = env.list(
 )
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "shop.apps.ShopAdminConfig",  # django.contrib.admin, its login throttled
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -50,6 +50,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Before anything reads a cookie, a header or a query parameter into a lookup.
+    "shop.middleware.RefuseUnstorableTextMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -121,10 +123,32 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_SCHEMA_CLASS": "shop.schema.AutoSchema",
     "EXCEPTION_HANDLER": "shop.exceptions.api_exception_handler",
+    # Anonymous requests per address; orders and logins have their own (see
+    # THROTTLING). The health check is exempt: load balancers probe it.
+    "DEFAULT_THROTTLE_CLASSES": ["shop.throttling.AnonRateThrottle"],
+    # The client's address is REMOTE_ADDR unless this many proxies in front of the web
+    # process append theirs to X-Forwarded-For (which a client can forge).
+    "NUM_PROXIES": env.int("NUM_PROXIES", default=0),
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
     # Errors echo what the client sent; ASCII-escaped output can always be encoded,
     # even a lone surrogate ("\ud800") that came in through JSON.
     "UNICODE_JSON": False,
+}
+
+# THROTTLING --------------------------------------------------------------------------
+
+# DRF rates ("60/min", "5/s", "1000/h", "10000/day"), read per request.
+ORDER_RATE_LIMIT = env("ORDER_RATE_LIMIT", default="60/min")  # per customer
+LOGIN_RATE_LIMIT = env("LOGIN_RATE_LIMIT", default="10/min")  # per address + username
+ANON_RATE_LIMIT = env("ANON_RATE_LIMIT", default="120/min")  # per address
+
+# The throttles count in the default cache, which every web process (gunicorn runs
+# several) must share: a table in PostgreSQL (created by shop's migration) unless
+# CACHE_URL names another, e.g. redis://127.0.0.1:6379/1.
+CACHES = {
+    "default": env.cache_url(
+        "CACHE_URL", default="dbcache://shop_cache?max_entries=10000"
+    )
 }
 
 SPECTACULAR_SETTINGS = {
@@ -137,7 +161,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "PREPROCESSING_HOOKS": ["shop.schema.expand_method_views"],
-    "PATH_CONVERTER_OVERRIDES": {"sku": str},
+    "PATH_CONVERTER_OVERRIDES": {
+        "sku": str,
+        "id": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
+    },
     # Several models have a "status"; each enum gets its model's name.
     "ENUM_NAME_OVERRIDES": {
         "OrderStatusEnum": "orders.models.OrderStatus",

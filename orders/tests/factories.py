@@ -1,7 +1,9 @@
 """Test orders, placed through orders.services (so each gets its purchase saga)."""
 
+from inventory.services import stock_reserve
 from orders.models import Order
-from orders.services import order_place
+from orders.services import order_place, shipment_create
+from payments.services import payment_charge
 
 
 def order_make(
@@ -19,4 +21,26 @@ def order_make(
         ship_to=ship_to,
         idempotency_key=idempotency_key,
     )
+    return order
+
+
+def order_charge(order: Order) -> Order:
+    """Run the order's saga steps before its shipment, called as services: its stock
+    held, its payment taken."""
+    stock_reserve(
+        order_ref=order.pk,
+        lines=[(line.sku, line.quantity) for line in order.lines.all()],
+    )
+    payment_charge(
+        order_ref=order.pk,
+        customer_id=order.customer_id,
+        method_id=order.payment_method_id,
+        amount=order.total,
+    )
+    return order
+
+
+def order_ship(order: Order) -> Order:
+    """order_charge, then the shipment."""
+    shipment_create(order_id=order_charge(order).pk)
     return order

@@ -10,11 +10,11 @@ from inventory.admin import ProductAdmin
 from inventory.models import Product, StockReservation
 from inventory.services import product_create, stock_release, stock_reserve
 from orders.models import Order, OrderStatus, Shipment
-from orders.services import order_cancel, order_place, shipment_create
+from orders.services import order_cancel, order_place
+from orders.tests.factories import order_charge, order_ship
 from payments.models import Account, Payment, PaymentMethod
 from payments.services import (
     account_create,
-    payment_charge,
     payment_method_create,
     payment_method_deactivate,
     payment_refund,
@@ -55,16 +55,7 @@ def place(customer, method):
 @pytest.fixture
 def shipped(customer, method, place) -> Order:
     """An order whose saga steps ran up to the shipment, called as services."""
-    order = place()
-    stock_reserve(order_ref=order.pk, lines=[("MUG", 1)])
-    payment_charge(
-        order_ref=order.pk,
-        customer_id=customer.pk,
-        method_id=method.pk,
-        amount=order.total,
-    )
-    shipment_create(order_id=order.pk)
-    return order
+    return order_ship(place())
 
 
 def _url(model, view: str, *args) -> str:
@@ -128,16 +119,8 @@ def test_order_status_filter(admin_client, place):
     assert Order.objects.get(pk=cancelled.pk).status == OrderStatus.CANCELLED
 
 
-def test_reservation_and_payment_status_filters(admin_client, customer, method, place):
-    kept, undone = place(), place()
-    for order in (kept, undone):
-        stock_reserve(order_ref=order.pk, lines=[("MUG", 1)])
-        payment_charge(
-            order_ref=order.pk,
-            customer_id=customer.pk,
-            method_id=method.pk,
-            amount=order.total,
-        )
+def test_reservation_and_payment_status_filters(admin_client, place):
+    kept, undone = order_charge(place()), order_charge(place())
     stock_release(order_ref=undone.pk)
     payment_refund(order_ref=undone.pk)
 

@@ -1,5 +1,6 @@
 """Test customers with an account and a payment method, made through the services."""
 
+from collections.abc import Iterable
 from decimal import Decimal
 
 from payments.models import PaymentMethod
@@ -8,10 +9,15 @@ from shop.tests.factories import user_create
 
 
 def customer_make(
-    *, username: str = "ann", balance: str = "500.00", is_staff: bool = False
+    *,
+    username: str = "ann",
+    balance: str = "500.00",
+    is_staff: bool = False,
+    permissions: Iterable[str] | None = None,
 ) -> tuple:
-    """A user with an account and one active card: ``(user, method)``."""
-    user = user_create(username=username, is_staff=is_staff)
+    """A user with an account and one active card: ``(user, method)``; ``is_staff``
+    and ``permissions`` as for shop.tests.factories.user_create."""
+    user = user_create(username=username, is_staff=is_staff, permissions=permissions)
     account_create(customer=user, balance=Decimal(balance))
     method = payment_method_create(customer_id=user.pk, label="card")
     return user, method

@@ -60,10 +60,18 @@ def test_staff_read_any_account(world):
     assert response.json()["customer_id"] == world.bob.pk
 
 
-def test_customers_may_not_read_accounts_by_id_not_even_their_own(world):
+def test_a_customer_reads_their_own_account_by_id(world):
     response = client_for(world.ann).get(f"/api/accounts/{world.ann.account.pk}/")
 
-    assert response.status_code == 403
+    assert response.status_code == 200
+    assert response.json()["customer_id"] == world.ann.pk
+
+
+def test_another_customers_account_is_404_as_if_there_were_none(world):
+    response = client_for(world.ann).get(f"/api/accounts/{world.bob.account.pk}/")
+
+    assert response.status_code == 404
+    assert response.json() == {"message": "Account not found.", "extra": {}}
 
 
 def test_staff_get_404_for_no_account(world):

@@ -1,4 +1,6 @@
-"""Tests of the health API: 200 when the database and broker answer, else a 503."""
+"""Tests of the health API: 200 when the database and broker answer, else a 503.
+
+Staff see the details (errors, faults, sagas); anyone else only ok or error."""
 
 import socket
 import time
@@ -7,13 +9,15 @@ import pytest
 from django.db import OperationalError
 from rest_framework.test import APIClient
 
+from shop.tests.factories import token_client_for, user_create
+
 pytestmark = pytest.mark.django_db
 
 URL = "/api/health/"
 
 
 def test_healthy_with_the_real_database_and_broker():
-    response = APIClient().get(URL)
+    response = staff_client().get(URL)
 
     assert response.status_code == 200
     assert response.json() == {
@@ -37,7 +41,7 @@ def test_a_broker_that_is_down_is_503_at_once(settings):
     settings.CELERY_BROKER_URL = "redis://127.0.0.1:1/0"
     started = time.monotonic()
 
-    response = APIClient().get(URL)
+    response = staff_client().get(URL)
 
     assert time.monotonic() - started < 3
     assert response.status_code == 503
@@ -55,7 +59,7 @@ def test_a_broker_that_never_answers_is_503_within_three_seconds(settings):
         settings.CELERY_BROKER_URL = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
         started = time.monotonic()
 
-        response = APIClient().get(URL)
+        response = staff_client().get(URL)
 
         elapsed = time.monotonic() - started
     assert elapsed < 3.5
@@ -70,7 +74,7 @@ def test_a_database_that_fails_is_503(monkeypatch):
 
     monkeypatch.setattr("shop.selectors.connection", Broken())
 
-    response = APIClient().get(URL)
+    response = staff_client().get(URL)
 
     assert response.status_code == 503
     assert response.json()["database"] == (
@@ -84,7 +88,7 @@ def test_the_faults_in_force_are_listed(settings):
         "payments.charge:transient:0.2, inventory.reserve:delay=3s:0.05"
     )
 
-    response = APIClient().get(URL)
+    response = staff_client().get(URL)
 
     assert response.status_code == 200
     assert response.json()["faults"] == [
@@ -112,7 +116,31 @@ def test_failed_and_overdue_sagas_are_counted_without_failing_the_check():
         deadline_at=timezone.now() + timedelta(minutes=5),
     )
 
-    response = APIClient().get(URL)
+    response = staff_client().get(URL)
 
     assert response.status_code == 200
     assert response.json()["sagas"] == {"failed": 1, "attention": 0, "overdue": 1}
+
+
+def staff_client() -> APIClient:
+    """Signed in with a real token: the health check reads credentials itself."""
+    return token_client_for(user_create(username="ops", is_staff=True))
+
+
+# WHAT ANYONE ELSE SEES ---------------------------------------------------------------
+
+
+def test_anyone_else_learns_only_whether_each_server_is_up():
+    response = APIClient().get(URL)
+
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "database": "ok", "broker": "ok"}
+
+
+def test_anyone_else_gets_no_error_text_when_a_server_is_down(settings):
+    settings.CELERY_BROKER_URL = "redis://127.0.0.1:1/0"
+
+    response = APIClient().get(URL)
+
+    assert response.status_code == 503
+    assert response.json() == {"status": "error", "database": "ok", "broker": "error"}

@@ -20,6 +20,7 @@ OPERATIONS = {
     ("/api/accounts/{account_id}/", "get"),
     ("/api/payment-methods/", "get"),
     ("/api/payment-methods/{method_id}/deactivate/", "post"),
+    ("/api/auth/token/", "post"),
     ("/api/health/", "get"),
 }
 
@@ -36,7 +37,7 @@ def test_placing_an_order_documents_its_input_and_its_answers():
     schema = APIClient().get("/api/schema/", {"format": "json"}).json()
 
     post = schema["paths"]["/api/orders/"]["post"]
-    assert set(post["responses"]) == {"202", "400", "409"}
+    assert set(post["responses"]) == {"202", "400", "401", "409", "429"}
     assert post["parameters"][0]["name"] == "Idempotency-Key"
     item = schema["components"]["schemas"]["OrderCreateInputItemRequest"]
     assert item["properties"]["quantity"] == {
