@@ -44,6 +44,12 @@ class SagaListApi(APIView):
         status = serializers.ChoiceField(choices=SagaStatus.choices)
         current_step = serializers.IntegerField()
         error = serializers.CharField()
+        attention = serializers.CharField(
+            help_text="Why it cannot move on its own (blank when it can)."
+        )
+        reason = serializers.CharField(
+            help_text="Why it was undone, in words its customer may read."
+        )
         created_at = serializers.DateTimeField()
         updated_at = serializers.DateTimeField()
         finished_at = serializers.DateTimeField(allow_null=True)
@@ -100,6 +106,9 @@ class SagaDetailApi(APIView):
             created_at = serializers.DateTimeField()
 
         error = StaffOnlyCharField(help_text=f"Why it stopped. {STAFF_ONLY}")
+        attention = StaffOnlyCharField(
+            help_text=f"Why it cannot move on its own. {STAFF_ONLY}"
+        )
         context = StaffOnlyDictField(help_text=f"What the steps work on. {STAFF_ONLY}")
         steps = StepSerializer(many=True)
         events = EventSerializer(many=True)

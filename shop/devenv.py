@@ -504,7 +504,8 @@ def system_processes(*, concurrency: int = 4) -> dict[str, list[str]]:
             "flower",
             f"--address={flower[0]}",
             f"--port={flower[1]}",
-            "--basic-auth=" + os.environ["FLOWER_BASIC_AUTH"],
+            # The credentials reach Flower through FLOWER_BASIC_AUTH in its
+            # environment, not its command line, which every local user can read.
             "--purge_offline_workers=60",
         ],
     }

@@ -22,8 +22,10 @@ if (RUN_DIR / "env").exists():
 SECRET_KEY = env("SECRET_KEY")
 DEBUG = env.bool("DEBUG", default=False)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
+_WEB_PORT = env("WEB_PORT", default="8000")  # where `make run` serves the web
 CSRF_TRUSTED_ORIGINS = env.list(
-    "CSRF_TRUSTED_ORIGINS", default=["http://127.0.0.1:8000", "http://localhost:8000"]
+    "CSRF_TRUSTED_ORIGINS",
+    default=[f"http://127.0.0.1:{_WEB_PORT}", f"http://localhost:{_WEB_PORT}"],
 )
 
 INSTALLED_APPS = [

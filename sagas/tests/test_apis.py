@@ -175,6 +175,8 @@ def test_staff_list_sagas_newest_first(world):
         "status",
         "current_step",
         "error",
+        "attention",
+        "reason",
         "created_at",
         "updated_at",
         "finished_at",

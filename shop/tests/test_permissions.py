@@ -191,7 +191,7 @@ def test_the_owner_sees_no_errors_task_ids_context_or_operators(world, troubled_
     ]
     assert not [secret for secret in SECRETS if secret in response.content.decode()]
     # What happened stays visible: the steps, their attempts, the kinds of event.
-    assert (step["name"], step["attempts"]) == ("reserve_stock", 0)
+    assert (step["name"], step["attempts"]) == ("charge_payment", 0)
 
 
 @pytest.mark.parametrize("permissions", [(), ("orders.view_order",)], ids=repr)
