@@ -123,6 +123,9 @@ class SagaStep(models.Model):
         max_length=20, choices=StepStatus.choices, default=StepStatus.PENDING
     )
     attempts = models.PositiveIntegerField(default=0)
+    # Of those attempts, the ones that failed with an unexpected error (a bug): they
+    # have a budget of their own (SAGA_UNEXPECTED_RETRIES).
+    unexpected_failures = models.PositiveIntegerField(default=0)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True)

@@ -5,7 +5,10 @@ queued behind a backlog, and the deadline alone cannot tell which. A probe can: 
 a tiny task sent down a queue, and when a worker runs it, every message sent to that
 queue before it has been taken by a worker (queues are first in, first out). Work sent
 before the probe that has still not moved was lost. A probe counts once it has been
-seen for the recovery grace, so a message taken just before it has started meanwhile.
+seen for long enough that a message taken before it has started meanwhile: the
+recovery grace, or for work that waited out a countdown inside a worker (which holds
+it until it is due, then needs a free process), the grace plus the longest a step
+may run.
 
 At most one probe per queue is on its way at a time, so a backlog of any size costs
 one message per queue, not one per saga.
@@ -33,9 +36,10 @@ def saga_queues() -> list[str]:
     return sorted(q for q in queues if q)
 
 
-def queues_consumed_up_to(*, now: datetime) -> datetime | None:
-    """Work sent to any saga queue before this has reached a worker; None: unknown."""
-    settled = now - timedelta(seconds=settings.SAGA_RECOVERY_GRACE)
+def queues_consumed_up_to(*, now: datetime, settle: float) -> datetime | None:
+    """Work sent to any saga queue before this has reached a worker and started, if
+    a worker starts what it takes within ``settle`` seconds; None: not known yet."""
+    settled = now - timedelta(seconds=settle)
     queues = saga_queues()
     probes = {p.queue: p for p in QueueProbe.objects.filter(queue__in=queues)}
     marks = [_consumed_up_to(probes.get(queue), settled) for queue in queues]

@@ -104,9 +104,10 @@ def _relay_batch(
                         continue
                     except Exception as exc:  # the broker is away or refused it
                         _postpone(row, exc, now)
-                        return len(_mark_published(model, done, now)), False
+                        return len(_mark_published(model, done, timezone.now())), False
                 done.append(row.pk)
-        return len(_mark_published(model, done, now)), True
+        # Stamped once the broker has taken them: recovery proves a loss against it.
+        return len(_mark_published(model, done, timezone.now())), True
 
 
 def _publish_options() -> dict:

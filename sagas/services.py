@@ -7,6 +7,7 @@ comes next commit together: a delivery that finds its work recorded does nothing
 """
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -98,6 +99,8 @@ def saga_step_run(
         if saga is None:
             return StepOutcome.STALE
         steps = selectors.saga_steps(saga=saga)
+        if _refuse_changed_steps(saga, steps, definition):
+            return StepOutcome.STALE
         verdict = _verdict(saga, steps, definition, index, phase, generation, task_id)
         if verdict is not None:
             return verdict
@@ -146,8 +149,37 @@ def _verdict(
 def _done_by(applier: str, task_id: str) -> StepOutcome:
     """A unit found done: its own redelivery goes on (what follows may not have been
     sent), a second copy (a resend, a republished dispatch) stops, so one chain lives.
+    A unit done before appliers were recorded (blank) lets any copy go on.
     """
-    return StepOutcome.DUPLICATE if applier == task_id else StepOutcome.STALE
+    if applier and applier != task_id:
+        return StepOutcome.STALE
+    return StepOutcome.DUPLICATE
+
+
+def _changed_steps(steps: list[SagaStep], definition: SagaDefinition) -> str:
+    """Why a saga's recorded steps no longer fit its definition, or "" if they do.
+
+    Steps are addressed by position: if a definition's steps were reordered, renamed,
+    added or removed while the saga ran, position i would now run another step's
+    action or compensation (a shipment for an order never charged, a refund where a
+    release was owed). Such a saga is left to an operator, untouched.
+    """
+    recorded = [step.name for step in steps]
+    defined = [step.name for step in definition.steps]
+    if recorded == defined:
+        return ""
+    return (
+        f"its recorded steps {recorded} no longer match the definition "
+        f"{definition.name!r} {defined}: finish it by hand"
+    )
+
+
+def _refuse_changed_steps(saga, steps, definition) -> bool:
+    why = _changed_steps(steps, definition)
+    if why:
+        _flag(saga, why)
+        _save(saga, "attention")
+    return bool(why)
 
 
 def _run_action(saga, steps, definition, index, started, task_id, timeout) -> None:
@@ -251,6 +283,8 @@ def saga_step_failed(
         if saga is None:
             return
         steps = selectors.saga_steps(saga=saga)
+        if _refuse_changed_steps(saga, steps, definition):
+            return
         verdict = _verdict(saga, steps, definition, index, phase, generation, task_id)
         if verdict is StepOutcome.DUPLICATE:
             # This very task's work committed and the task failed afterwards (a soft
@@ -262,8 +296,8 @@ def saga_step_failed(
 
 
 def _handle_failure(saga, steps, definition, index, phase, failure, task_id=""):
-    attempts = _record_attempt(saga, steps, index, phase, failure.reason, task_id)
-    retry = _may_retry(definition, index, phase, failure.kind, attempts)
+    attempts = _record_attempt(saga, steps, index, phase, failure, task_id)
+    retry = _may_retry(definition, steps, index, phase, failure.kind, attempts)
     if phase is not Phase.ACTION:
         if retry:
             _retry(saga, steps, definition, index, phase, attempts, failure)
@@ -285,16 +319,17 @@ def _handle_failure(saga, steps, definition, index, phase, failure, task_id=""):
         _compensate(saga, steps, definition, failure)
 
 
-def _may_retry(definition, index, phase, kind: FailureKind, attempts: int) -> bool:
-    """Within the retry budget; an unexpected error (a bug) has a small one of its
-    own even where the budget is endless, so it reaches an operator."""
-    if kind is FailureKind.UNEXPECTED and attempts > settings.SAGA_UNEXPECTED_RETRIES:
+def _may_retry(definition, steps, index, phase, kind, attempts: int) -> bool:
+    """Within the retry budget; unexpected errors (bugs) have a small one of their
+    own even where the budget is endless, so they reach an operator."""
+    bugs = steps[index].unexpected_failures if phase is Phase.ACTION else 0
+    if kind is FailureKind.UNEXPECTED and bugs > settings.SAGA_UNEXPECTED_RETRIES:
         return False
     return definition.retry_policy(index, phase).allows(attempts)
 
 
-def _record_attempt(saga, steps, index, phase, reason, task_id) -> int:
-    now = timezone.now()
+def _record_attempt(saga, steps, index, phase, failure: Failure, task_id) -> int:
+    now, reason = timezone.now(), failure.reason
     if phase is Phase.END:
         saga.end_attempts += 1
         _save(saga, "end_attempts")
@@ -306,10 +341,20 @@ def _record_attempt(saga, steps, index, phase, reason, task_id) -> int:
         step.save(update_fields=["compensation_attempts", "compensation_error"])
         return step.compensation_attempts
     step.attempts += 1
+    step.unexpected_failures += failure.kind is FailureKind.UNEXPECTED
     step.error, step.finished_at, step.task_id = reason, now, task_id or step.task_id
     if step.status == StepStatus.PENDING:
         step.move_to(StepStatus.RUNNING)
-    step.save(update_fields=["attempts", "error", "finished_at", "task_id", "status"])
+    step.save(
+        update_fields=[
+            "attempts",
+            "unexpected_failures",
+            "error",
+            "finished_at",
+            "task_id",
+            "status",
+        ]
+    )
     return step.attempts
 
 
@@ -407,27 +452,64 @@ def sagas_recover(*, limit: int = 100) -> int:
     is skipped.
     """
     now = timezone.now()
-    consumed_up_to = probes.queues_consumed_up_to(now=now)
+    consumed = _queues_consumed(now)
     with transaction.atomic(durable=True):
         overdue = selectors.sagas_overdue_lock(
-            now=now, sent_before=consumed_up_to, limit=limit
+            now=now, sent_before=consumed.promptly, limit=limit
         )
         for saga in overdue:
             try:
                 with transaction.atomic():  # a savepoint: one bad saga stops no other
-                    _recover(saga, now, consumed_up_to)
+                    _recover(saga, now, consumed)
             except Exception as exc:
                 logger.exception("saga %s could not be recovered", saga.pk)
                 why = f"the recovery sweep cannot handle it: {describe(exc)}"
                 _flag_broken(saga, now, why)
-    if selectors.sagas_overdue_unproven(now=now, sent_before=consumed_up_to):
+    if selectors.sagas_overdue_unproven(now=now, sent_before=consumed.promptly):
         probes.probes_send(now=now)  # after the commit: no lock waits on the broker
     return len(overdue)
 
 
-def _recover(saga: Saga, now: datetime, consumed_up_to: datetime) -> None:
+@dataclass(frozen=True)
+class _Consumed:
+    """How far the saga queues are known consumed, each minus a margin for the
+    moment between a step's commit and its chain's publish, and for clocks that
+    differ between hosts (SAGA_RECOVERY_GRACE)."""
+
+    promptly: datetime | None  # work a worker starts as it takes it
+    after_countdown: datetime | None  # work a worker holds until it is due
+
+
+def _queues_consumed(now: datetime) -> _Consumed:
+    grace = settings.SAGA_RECOVERY_GRACE
+    margin = timedelta(seconds=grace)
+
+    def consumed(settle: float) -> datetime | None:
+        mark = probes.queues_consumed_up_to(now=now, settle=settle)
+        return None if mark is None else mark - margin
+
+    return _Consumed(consumed(grace), consumed(grace + _longest_run()))
+
+
+def _longest_run() -> float:
+    """The longest any saga task may hold a worker process: its hard time limit."""
+    from sagas.tasks import HARD_LIMIT_SLACK
+
+    return HARD_LIMIT_SLACK + max(
+        (
+            unit_timeout(u.definition, max(u.index, 0), u.phase)
+            for u in registry.units()
+        ),
+        default=settings.SAGA_STEP_TIMEOUT,
+    )
+
+
+def _recover(saga: Saga, now: datetime, consumed: _Consumed) -> None:
     definition = registry.definition(saga.name)
     steps = selectors.saga_steps(saga=saga)
+    if why := _changed_steps(steps, definition):
+        _flag_broken(saga, now, why)
+        return
     index, phase = _current_unit(saga, steps, definition)
     last = selectors.saga_last_dispatch(saga_id=saga.pk)
     if last is not None and last.is_dead:
@@ -438,10 +520,11 @@ def _recover(saga: Saga, now: datetime, consumed_up_to: datetime) -> None:
         saga.deadline_at = now + timedelta(seconds=settings.SAGA_RECOVERY_GRACE)
         _save(saga, "deadline_at")
         return
-    sent = saga.sent_at or now
+    sent, countdown = saga.sent_at or now, 0.0
     if last is not None:
-        countdown = timedelta(seconds=last.payload.get("countdown", 0))
-        sent = max(sent, last.published_at + countdown)
+        countdown = last.payload.get("countdown") or 0.0
+        sent = max(sent, last.published_at + timedelta(seconds=countdown))
+    consumed_up_to = consumed.after_countdown if countdown else consumed.promptly
     if consumed_up_to is None or sent >= consumed_up_to:
         # Sent after the queues were last measured: it may still be queued.
         saga.sent_at = sent
@@ -488,7 +571,7 @@ def saga_retry(*, saga_id: int, actor: str) -> Saga:
                 f"only a FAILED saga can be retried; this one is {saga.status}"
             )
         definition = registry.definition(saga.name)
-        steps = selectors.saga_steps(saga=saga)
+        steps = _steps_or_raise(saga, definition)
         detail = f"retried by {actor} after: {saga.error}"
         # Whatever gave up gets a fresh retry budget; this event keeps the old count.
         if _pivot_passed(steps, definition):
@@ -496,8 +579,8 @@ def saga_retry(*, saga_id: int, actor: str) -> Saga:
             detail += f" ({step.attempts} attempts)"
             if step.status == StepStatus.FAILED:
                 step.move_to(StepStatus.RUNNING)
-            step.attempts = 0
-            step.save(update_fields=["status", "attempts"])
+            step.attempts = step.unexpected_failures = 0
+            step.save(update_fields=["status", "attempts", "unexpected_failures"])
             saga.move_to(SagaStatus.RUNNING)
         else:
             saga.move_to(SagaStatus.COMPENSATING)
@@ -528,7 +611,7 @@ def saga_cancel(*, saga_id: int, actor: str, reason: str = "") -> Saga:
                 f"only a running saga can be cancelled; this one is {saga.status}"
             )
         definition = registry.definition(saga.name)
-        steps = selectors.saga_steps(saga=saga)
+        steps = _steps_or_raise(saga, definition)
         if _pivot_passed(steps, definition):
             raise ActionNotAllowed(
                 "the saga has passed its pivot and can only go forward"
@@ -628,6 +711,13 @@ def _lock_or_raise(saga_id: int) -> Saga:
     if saga is None:
         raise ActionNotAllowed(f"no saga {saga_id}")
     return saga
+
+
+def _steps_or_raise(saga: Saga, definition: SagaDefinition) -> list[SagaStep]:
+    steps = selectors.saga_steps(saga=saga)
+    if why := _changed_steps(steps, definition):
+        raise ActionNotAllowed(why)
+    return steps
 
 
 def _unit_name(saga: Saga, index: int, phase: Phase) -> str:

@@ -10,12 +10,14 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from sagas.selectors import VIEW_SAGAS
 from shop import selectors
+from shop.permissions import user_has_permission
 from shop.serializers import ErrorSerializer, StrictCharField, StrictSerializer
 from shop.services import token_obtain
 from shop.throttling import AnonRateThrottle, LoginRateThrottle
 
-STAFF_ONLY = "Only for an authenticated staff user; absent for anyone else."
+STAFF_ONLY = f"Only for staff with {VIEW_SAGAS}; absent for anyone else."
 
 
 class AuthTokenCreateApi(APIView):
@@ -105,7 +107,7 @@ class HealthApi(APIView):
         database, broker = selectors.health_database(), selectors.health_broker()
         healthy = database == "ok" and broker == "ok"
         report = {"status": "ok" if healthy else "error"}
-        if request.user.is_active and request.user.is_staff:
+        if user_has_permission(request.user, VIEW_SAGAS):
             report |= {"database": database, "broker": broker}
             report["faults"] = selectors.health_faults()
             if database == "ok":

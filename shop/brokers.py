@@ -33,15 +33,18 @@ def transport_options(
             **socket_timeouts(url, timeout=timeout),
         }
     if is_amqp(url):
-        return {"confirm_publish": True}
+        return {"confirm_publish": True, **socket_timeouts(url, timeout=timeout)}
     return {}
 
 
 def socket_timeouts(url: str, *, timeout: float) -> dict:
-    """Transport options that bound each socket call (RabbitMQ's connect timeout and
-    heartbeats are connection settings, not transport options)."""
+    """Transport options that bound each blocking socket call: a publish, and the
+    wait for its confirmation on RabbitMQ. (A worker's consumer reads without
+    blocking; heartbeats find a dead RabbitMQ connection, CELERY_BROKER_HEARTBEAT.)"""
     if is_redis(url):
         return {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    if is_amqp(url):
+        return {"read_timeout": timeout, "write_timeout": timeout}
     return {}
 
 

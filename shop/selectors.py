@@ -1,5 +1,8 @@
 """Reads of the project's health: the database, the broker, the faults switched on."""
 
+import threading
+import time
+
 from django.conf import settings
 from django.db import connection
 from django.utils import timezone
@@ -25,13 +28,30 @@ def health_database() -> str:
     return "ok"
 
 
-def health_broker() -> str:
-    """``"ok"``, or why no connection to the broker could be opened now.
+# One broker check per web process at a time, its answer shared for a moment: health
+# is open to anyone, and each check opens a broker connection (up to BROKER_TIMEOUT on
+# a broker that hangs). Without this, a few requests a second would tie up every web
+# thread while the broker hangs, and cost a handshake each while it does not.
+BROKER_ANSWER_SECONDS = 2.0
+_broker_check = threading.Lock()
+_broker_answer: dict[str, tuple[float, str]] = {}
 
-    Reads ``CELERY_BROKER_URL`` at call time (the Celery app caches its configuration)
-    and connects once, without the retries a worker would make.
-    """
+
+def health_broker() -> str:
+    """``"ok"``, or why no connection to the broker could be opened, as a check of
+    at most BROKER_ANSWER_SECONDS ago found; concurrent callers share one check."""
     url = settings.CELERY_BROKER_URL
+    with _broker_check:
+        checked_at, answer = _broker_answer.get(url, (0.0, ""))
+        if time.monotonic() - checked_at > BROKER_ANSWER_SECONDS:
+            answer = _check_broker(url)
+            _broker_answer[url] = (time.monotonic(), answer)
+    return answer
+
+
+def _check_broker(url: str) -> str:
+    """Connect once, without the retries a worker would make. The URL is read at call
+    time (the Celery app caches its configuration)."""
     broker = Connection(
         url,
         connect_timeout=BROKER_TIMEOUT,

@@ -144,14 +144,8 @@ ORDER_RATE_LIMIT = env("ORDER_RATE_LIMIT", default="60/min")  # per customer
 LOGIN_RATE_LIMIT = env("LOGIN_RATE_LIMIT", default="10/min")  # per address + username
 ANON_RATE_LIMIT = env("ANON_RATE_LIMIT", default="120/min")  # per address
 
-# The throttles count in the default cache, which every web process (gunicorn runs
-# several) must share: a table in PostgreSQL (created by shop's migration) unless
-# CACHE_URL names another, e.g. redis://127.0.0.1:6379/1.
-CACHES = {
-    "default": env.cache_url(
-        "CACHE_URL", default="dbcache://shop_cache?max_entries=10000"
-    )
-}
+# Requests are counted in PostgreSQL (shop.RequestCount), one atomic upsert per
+# counted request, so every web process shares the counts (shop.throttling).
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "sagashop API",
@@ -184,6 +178,9 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # broker that stops answering fails calls instead of hanging them (shop.brokers).
 BROKER_TIMEOUT = env.float("BROKER_TIMEOUT", default=5.0)
 CELERY_BROKER_CONNECTION_TIMEOUT = BROKER_TIMEOUT
+# RabbitMQ: a connection that has carried nothing for two of these is dead (a frozen
+# broker, a black-holed link), and the worker reconnects.
+CELERY_BROKER_HEARTBEAT = env.int("BROKER_HEARTBEAT", default=30)
 CELERY_BROKER_TRANSPORT_OPTIONS = brokers.transport_options(
     CELERY_BROKER_URL,
     timeout=BROKER_TIMEOUT,
@@ -236,6 +233,10 @@ CELERY_BEAT_SCHEDULE = {
     },
     "clean-outbox": {
         "task": "sagas.clean_outbox",
+        "schedule": 3600.0,
+    },
+    "clean-request-counts": {
+        "task": "shop.clean_request_counts",
         "schedule": 3600.0,
     },
 }

@@ -336,7 +336,16 @@ class LocalRabbitMQ:
             self.proc.wait()
         self.proc = None
 
+    def freeze(self) -> None:
+        """Stop answering, connections left open (SIGSTOP of this node's processes)."""
+        os.killpg(self.proc.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        if self.proc is not None:
+            os.killpg(self.proc.pid, signal.SIGCONT)
+
     def remove(self) -> None:
+        self.thaw()
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
 

@@ -211,6 +211,31 @@ def test_a_bug_after_the_pivot_is_not_retried_forever(saga, settings):
     assert saga.steps.get(index=CONFIRM).status == StepStatus.FAILED
 
 
+def test_outages_before_a_bug_do_not_use_up_the_bugs_own_budget(saga, settings):
+    settings.SAGA_UNEXPECTED_RETRIES = 1
+    for index in (CHARGE, RESERVE, SHIP):
+        run(saga, index)
+    for _ in range(3):
+        saga = fail(saga, CONFIRM, TransientError("orders down"))
+    saga = fail(saga, CONFIRM, IntegrityError("duplicate key"))
+    assert saga.status == SagaStatus.RUNNING  # the bug's first failure: retried
+    saga = fail(saga, CONFIRM, IntegrityError("duplicate key"))
+    assert saga.status == SagaStatus.FAILED
+
+
+def test_a_saga_whose_steps_no_longer_match_its_definition_is_left_alone(saga):
+    # As if the definition's first two steps had been swapped while it ran.
+    saga.steps.filter(index=CHARGE).update(name="reserve_stock")
+    saga.steps.filter(index=RESERVE).update(name="charge_payment")
+
+    assert run(saga, CHARGE) is StepOutcome.STALE
+    saga.refresh_from_db()
+    assert "no longer match the definition" in saga.attention
+    assert saga.steps.get(index=CHARGE).status == StepStatus.PENDING  # nothing ran
+    with pytest.raises(ActionNotAllowed, match="no longer match"):
+        services.saga_cancel(saga_id=saga.pk, actor="ops")
+
+
 def test_an_outage_after_the_pivot_is_retried_and_shows_it_needs_attention(
     saga, settings
 ):
@@ -423,6 +448,28 @@ def test_work_sent_before_the_queues_were_consumed_was_lost_and_is_resent(saga):
     assert services.sagas_recover() == 0  # not overdue any more
 
 
+def test_work_sent_just_before_a_probe_is_not_proven_lost(saga, settings):
+    # The commit is stamped before the chain publishes, and hosts' clocks differ:
+    # a probe must follow the work by the grace to prove it lost.
+    overdue(saga, sent_ago=1800 + settings.SAGA_RECOVERY_GRACE / 2)
+    queues_consumed(sent_ago=1800)
+    services.sagas_recover()
+    assert recovered(saga) == 0
+
+
+def test_work_that_waited_out_a_countdown_needs_a_longer_settled_probe(saga, settings):
+    # A retry waits inside the worker that took it until it is due, then for a free
+    # process: up to the longest a step may run.
+    fail(saga, CHARGE, TransientError("gateway"))
+    overdue(saga)
+    queues_consumed(sent_ago=1800, seen_ago=settings.SAGA_RECOVERY_GRACE + 1)
+    services.sagas_recover()
+    assert recovered(saga) == 0
+    queues_consumed(sent_ago=1800, seen_ago=600)
+    services.sagas_recover()
+    assert recovered(saga) == 1
+
+
 def test_a_probe_counts_only_once_it_has_settled(saga):
     overdue(saga)
     queues_consumed(sent_ago=1800, seen_ago=0)  # just seen: a message taken before
@@ -467,13 +514,15 @@ def test_work_that_can_never_be_sent_needs_attention(saga):
     assert needing["attention"] == 1
 
 
-def test_probes_go_one_per_queue_until_one_arrives():
+def test_probes_go_one_per_queue_until_one_arrives(monkeypatch):
+    # A queue no worker reads: the session's worker, if one runs, must not answer.
+    monkeypatch.setattr(probes, "saga_queues", lambda: ["test-probes-nobody-reads"])
     now = timezone.now()
     assert probes.probes_send(now=now) == len(probes.saga_queues())  # a real broker
     assert probes.probes_send(now=now) == 0  # one on its way is enough
     for queue in probes.saga_queues():
         probes.probe_arrived(queue=queue, sent_at=now, now=now)
-    assert probes.queues_consumed_up_to(now=now + timedelta(hours=1)) == now
+    assert probes.queues_consumed_up_to(now=now + timedelta(hours=1), settle=1) == now
     assert probes.probes_send(now=now + timedelta(seconds=1)) == len(
         probes.saga_queues()
     )

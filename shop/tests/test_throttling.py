@@ -3,11 +3,10 @@ endpoint and the admin's login page), anonymous requests per address; the token
 endpoint itself; the demo waiting out a 429."""
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.core.cache import cache, caches
-from django.core.cache.backends.db import DatabaseCache
 from django.core.checks import run_checks
 from django.db import connection
 from django.test import Client
@@ -17,6 +16,7 @@ from rest_framework.test import APIClient
 from inventory.tests.factories import product_make
 from payments.tests.factories import customer_make
 from shop.demo import Api
+from shop.models import RequestCount
 from shop.tests.factories import client_for
 from shop.tests.rows import row_counts
 
@@ -24,12 +24,6 @@ pytestmark = pytest.mark.django_db
 
 TOKEN_URL = "/api/auth/token/"
 PASSWORD = "correct horse battery staple"
-
-
-@pytest.fixture(autouse=True)
-def fresh_counts():
-    # The cache table is no model: a transactional test's flush leaves its rows.
-    cache.clear()
 
 
 @pytest.fixture
@@ -106,13 +100,26 @@ def test_the_counts_are_kept_where_every_web_process_reads_them(settings, shop):
 
     order(client_for(ann), card.pk)
 
-    assert isinstance(caches["default"], DatabaseCache)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(*) FROM shop_cache WHERE cache_key LIKE %s",
-            [f"%throttle_orders_{ann.pk}"],
-        )
-        assert cursor.fetchone() == (1,)
+    [count] = RequestCount.objects.filter(key=f"orders:{ann.pk}")
+    assert count.count == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_attempts_arriving_together_cannot_slip_through_together(settings):
+    get_user_model().objects.create_user("carol", password=PASSWORD)
+    settings.LOGIN_RATE_LIMIT = "5/day"  # a window that will not end mid-test
+
+    def attempt(_):
+        try:
+            return login(username="carol", password="guess").status_code
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        answers = list(pool.map(attempt, range(40)))
+
+    assert answers.count(400) == 5  # refused credentials, within the rate
+    assert answers.count(429) == 35
 
 
 # THE TOKEN ENDPOINT ------------------------------------------------------------------
