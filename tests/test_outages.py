@@ -27,7 +27,6 @@ from rest_framework.test import APIClient
 from orders.models import Order, OrderStatus
 from sagas.models import OutboxMessage as SagaOutbox
 from sagas.models import Saga, SagaEventKind, SagaStep
-from sagas.relay import outbox_models
 from shop import brokers
 from shop.devenv import RUN, LocalPostgres
 from tests import world
@@ -47,16 +46,15 @@ def own_cluster(test_db_name, broker, **env) -> Cluster:
     )
 
 
-def every_outbox_row_published():
-    wait_until(
-        lambda: (
-            not any(
-                m.objects.filter(published_at=None).exists() for m in outbox_models()
-            )
-        ),
-        timeout=30,
-        what="every outbox row written during the outage to be published",
-    )
+def busy(cluster: Cluster) -> tuple[list, list[int]]:
+    """Start ``cluster``, supervised as `make run` is, with a batch of sagas under
+    way (some of them ended); return the buyers and the sagas."""
+    cluster.start(beat=True).supervise()
+    world.product("TEA", price="3.00", units=1000)
+    buyers = [world.customer("100.00") for _ in range(8)]
+    sagas = place_batch(buyers, 40)
+    wait_until(lambda: ended(sagas) >= 5, timeout=60, what="some sagas to end")
+    return buyers, sagas
 
 
 # CRASHES -----------------------------------------------------------------------------
@@ -106,12 +104,7 @@ def test_a_broker_restart_mid_batch_loses_and_doubles_nothing(
 ):
     cluster = own_cluster(test_db_name, broker)
     try:
-        cluster.start(beat=True).supervise()
-        world.product("TEA", price="3.00", units=1000)
-        buyers = [world.customer("100.00") for _ in range(8)]
-        sagas = place_batch(buyers, 40)
-
-        wait_until(lambda: ended(sagas) >= 5, timeout=60, what="some sagas to end")
+        buyers, sagas = busy(cluster)
         broker.stop()  # Redis here keeps nothing: every queued message is gone
         sagas += place_batch(buyers, 10)  # orders keep coming while it is down
         health = APIClient().get("/api/health/")
@@ -121,7 +114,7 @@ def test_a_broker_restart_mid_batch_loses_and_doubles_nothing(
         world.wait_ended(sagas, timeout=180)
 
         assert_consistent()
-        every_outbox_row_published()
+        world.wait_all_published(timeout=30)
     finally:
         cluster.stop()
 
@@ -174,11 +167,7 @@ def test_a_frozen_broker_hangs_nothing_and_loses_nothing(test_db_name, timing, b
     transaction waits on the broker for long, and every saga ends after the thaw."""
     cluster = own_cluster(test_db_name, broker, BROKER_TIMEOUT="2")
     try:
-        cluster.start(beat=True).supervise()
-        world.product("TEA", price="3.00", units=1000)
-        buyers = [world.customer("100.00") for _ in range(8)]
-        sagas = place_batch(buyers, 40)
-        wait_until(lambda: ended(sagas) >= 5, timeout=60, what="some sagas to end")
+        buyers, sagas = busy(cluster)
         publisher = publisher_connection(broker.url)  # connected before the freeze
 
         broker.freeze()
@@ -214,7 +203,7 @@ def test_a_frozen_broker_hangs_nothing_and_loses_nothing(test_db_name, timing, b
         # The relay holds outbox row locks while it calls the broker: bounded.
         assert longest_transaction < 15
         assert_consistent()
-        every_outbox_row_published()
+        world.wait_all_published(timeout=30)
     finally:
         cluster.stop()
 

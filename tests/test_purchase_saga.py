@@ -74,15 +74,7 @@ def test_every_event_is_written_and_then_published(cluster):
         "StockCommitted",
         "OrderConfirmed",
     } <= topics
-    wait_until(
-        lambda: (
-            not any(
-                m.objects.filter(published_at=None).exists() for m in outbox_models()
-            )
-        ),
-        timeout=10,
-        what="the relay to publish every outbox row",
-    )
+    world.wait_all_published(timeout=10)
 
 
 @pytest.mark.parametrize(

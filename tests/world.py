@@ -119,3 +119,19 @@ def assert_consistent() -> None:
     assert not Order.objects.filter(status=OrderStatus.PENDING).exists()
     sold = sum(Product.objects.values_list("sold", flat=True))
     assert sold == sum(line.quantity for o in confirmed for line in o.lines.all())
+
+
+def wait_all_published(*, timeout: float) -> None:
+    """Wait until the relay has published (or set aside) every outbox row."""
+    from sagas.relay import outbox_models
+
+    wait_until(
+        lambda: (
+            not any(
+                m.objects.filter(published_at=None, dead_at=None).exists()
+                for m in outbox_models()
+            )
+        ),
+        timeout=timeout,
+        what="the relay to publish every outbox row",
+    )

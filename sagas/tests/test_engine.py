@@ -95,6 +95,12 @@ def live_generation(saga) -> int:
     return Saga.objects.values_list("generation", flat=True).get(pk=saga.pk)
 
 
+def past_the_pivot(saga) -> None:
+    """Run the steps up to and with the pivot: what follows only goes forward."""
+    for index in (CHARGE, RESERVE, SHIP):
+        run(saga, index)
+
+
 def dispatches(saga) -> list[dict]:
     rows = OutboxMessage.objects.filter(aggregate_id=str(saga.pk)).order_by("pk")
     return [{"topic": r.topic, **r.payload} for r in rows]
@@ -201,8 +207,7 @@ def test_outages_are_transient_and_bugs_unexpected():
 
 def test_a_bug_after_the_pivot_is_not_retried_forever(saga, settings):
     settings.SAGA_UNEXPECTED_RETRIES = 2
-    for index in (CHARGE, RESERVE, SHIP):
-        run(saga, index)
+    past_the_pivot(saga)
     for _ in range(2):
         saga = fail(saga, CONFIRM, IntegrityError("duplicate key"))
         assert saga.status == SagaStatus.RUNNING  # retried, for now
@@ -213,8 +218,7 @@ def test_a_bug_after_the_pivot_is_not_retried_forever(saga, settings):
 
 def test_outages_before_a_bug_do_not_use_up_the_bugs_own_budget(saga, settings):
     settings.SAGA_UNEXPECTED_RETRIES = 1
-    for index in (CHARGE, RESERVE, SHIP):
-        run(saga, index)
+    past_the_pivot(saga)
     for _ in range(3):
         saga = fail(saga, CONFIRM, TransientError("orders down"))
     saga = fail(saga, CONFIRM, IntegrityError("duplicate key"))
@@ -240,8 +244,7 @@ def test_an_outage_after_the_pivot_is_retried_and_shows_it_needs_attention(
     saga, settings
 ):
     settings.SAGA_ATTENTION_ATTEMPTS = 3
-    for index in (CHARGE, RESERVE, SHIP):
-        run(saga, index)
+    past_the_pivot(saga)
     saga = fail(saga, CONFIRM, TransientError("orders down"))
     saga = fail(saga, CONFIRM, TransientError("orders down"))
     assert saga.attention == ""
@@ -295,8 +298,7 @@ def test_a_timeout_before_the_pivot_compensates_and_after_it_retries(saga):
 
 
 def test_a_business_error_after_the_pivot_needs_an_operator(saga, caplog):
-    for index in (CHARGE, RESERVE, SHIP):
-        run(saga, index)
+    past_the_pivot(saga)
     saga = fail(saga, CONFIRM, InsufficientStock("TEA", 1, 0))
     assert saga.status == SagaStatus.FAILED
     assert "needs attention" in caplog.text and str(saga.pk) in caplog.text
