@@ -195,7 +195,7 @@ class OutboxMessage(AbstractOutboxMessage):
 
 
 class QueueProbe(models.Model):
-    """How far a saga queue has been consumed, as the recovery sweep measures it.
+    """The probe on its way down a saga queue, if any (sagas.probes).
 
     A broker queue is first in, first out: once a probe sent at T has reached a
     worker, every message sent to that queue before T has been taken by one. So work
@@ -203,12 +203,23 @@ class QueueProbe(models.Model):
     """
 
     queue = models.CharField(max_length=200, primary_key=True)
-    sent_at = models.DateTimeField(null=True, blank=True)  # the newest probe sent
-    reached = models.DateTimeField(null=True, blank=True)  # sent_at of the newest run
-    reached_at = models.DateTimeField(null=True, blank=True)
-    # The probe before: still the measure while the newest one settles.
-    previous_reached = models.DateTimeField(null=True, blank=True)
-    previous_reached_at = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)  # None: none on its way
 
     def __str__(self) -> str:
-        return f"queue {self.queue} consumed up to {self.reached}"
+        return f"probe of queue {self.queue} sent {self.sent_at}"
+
+
+class QueueProbeArrival(models.Model):
+    """A probe that reached a worker: the queue was consumed up to ``sent_at``."""
+
+    queue = models.CharField(max_length=200)
+    sent_at = models.DateTimeField()
+    reached_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["queue", "reached_at"], name="probe_arrival_queue")
+        ]
+
+    def __str__(self) -> str:
+        return f"queue {self.queue} consumed up to {self.sent_at}"

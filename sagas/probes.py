@@ -11,7 +11,9 @@ it until it is due, then needs a free process), the grace plus the longest a ste
 may run.
 
 At most one probe per queue is on its way at a time, so a backlog of any size costs
-one message per queue, not one per saga.
+one message per queue, not one per saga. Each arrival is kept: a probe may have to
+settle for longer than the sweep sends them (for work that waited out a countdown),
+so the measure is the newest arrival old enough, not the newest arrival.
 """
 
 import logging
@@ -19,14 +21,16 @@ from datetime import datetime, timedelta
 
 from celery import current_app
 from django.conf import settings
-from django.db.models import F, Q
 
 from sagas import registry
-from sagas.models import QueueProbe
+from sagas.models import QueueProbe, QueueProbeArrival
 
 logger = logging.getLogger(__name__)
 
 PROBE_TASK = "sagas.probe_queue"
+# Arrivals older than this are dropped, but the newest of them: longer than any
+# settling time the sweep asks about (the grace plus the longest step, by default).
+ARRIVALS_KEPT = 3600.0
 
 
 def saga_queues() -> list[str]:
@@ -40,22 +44,18 @@ def queues_consumed_up_to(*, now: datetime, settle: float) -> datetime | None:
     """Work sent to any saga queue before this has reached a worker and started, if
     a worker starts what it takes within ``settle`` seconds; None: not known yet."""
     settled = now - timedelta(seconds=settle)
-    queues = saga_queues()
-    probes = {p.queue: p for p in QueueProbe.objects.filter(queue__in=queues)}
-    marks = [_consumed_up_to(probes.get(queue), settled) for queue in queues]
-    if not marks or None in marks:
-        return None
-    return min(marks)
-
-
-def _consumed_up_to(probe: QueueProbe | None, settled: datetime) -> datetime | None:
-    if probe is None:
-        return None
-    if probe.reached_at is not None and probe.reached_at <= settled:
-        return probe.reached
-    if probe.previous_reached_at is not None and probe.previous_reached_at <= settled:
-        return probe.previous_reached
-    return None
+    marks = []
+    for queue in saga_queues():
+        mark = (
+            QueueProbeArrival.objects.filter(queue=queue, reached_at__lte=settled)
+            .order_by("-sent_at")
+            .values_list("sent_at", flat=True)
+            .first()
+        )
+        if mark is None:
+            return None
+        marks.append(mark)
+    return min(marks) if marks else None
 
 
 def probes_send(*, now: datetime) -> int:
@@ -68,13 +68,8 @@ def probes_send(*, now: datetime) -> int:
     sent = 0
     for queue in saga_queues():
         probe, _ = QueueProbe.objects.get_or_create(queue=queue)
-        on_its_way = (
-            probe.sent_at is not None
-            and (probe.reached is None or probe.reached < probe.sent_at)
-            and probe.sent_at > resend_before
-        )
-        if on_its_way:
-            continue
+        if probe.sent_at is not None and probe.sent_at > resend_before:
+            continue  # one on its way is enough
         try:
             current_app.send_task(
                 PROBE_TASK, args=(queue, now.isoformat()), queue=queue
@@ -88,12 +83,15 @@ def probes_send(*, now: datetime) -> int:
 
 
 def probe_arrived(*, queue: str, sent_at: datetime, now: datetime) -> None:
-    """Record that the probe sent at ``sent_at`` reached a worker (one UPDATE)."""
-    QueueProbe.objects.filter(Q(reached__isnull=True) | Q(reached__lt=sent_at)).filter(
-        queue=queue
-    ).update(
-        previous_reached=F("reached"),
-        previous_reached_at=F("reached_at"),
-        reached=sent_at,
-        reached_at=now,
-    )
+    """Record that the probe sent at ``sent_at`` reached a worker.
+
+    Arrivals are kept a while (each answers for a different settling time), then
+    dropped; the probe on its way is no longer."""
+    QueueProbeArrival.objects.create(queue=queue, sent_at=sent_at, reached_at=now)
+    QueueProbe.objects.filter(queue=queue, sent_at__lte=sent_at).update(sent_at=None)
+    kept_since = now - timedelta(seconds=ARRIVALS_KEPT)
+    QueueProbeArrival.objects.filter(queue=queue, reached_at__lt=kept_since).exclude(
+        pk__in=QueueProbeArrival.objects.filter(queue=queue, reached_at__lt=kept_since)
+        .order_by("-reached_at")
+        .values("pk")[:1]
+    ).delete()

@@ -327,15 +327,20 @@ def _timings(write, placed, elapsed) -> None:
         )
 
 
+def _failed_step(saga: dict) -> str:
+    failed = [s["name"] for s in saga.get("steps", ()) if s["status"] == "FAILED"]
+    return failed[0] if failed else "no step (cancelled before it ran)"
+
+
 def _troubles(write, placed) -> None:
     """Why orders were cancelled, and what the engine had to retry or recover."""
     reasons = Counter(
-        p.order["cancel_reason"].split(":")[0]
+        (_failed_step(p.saga), p.order["cancel_reason"].split(":")[0])
         for p in placed
         if p.order.get("cancel_reason")
     )
-    for step, count in sorted(reasons.items()):
-        write(f"cancelled at {step}: {count}")
+    for (step, reason), count in sorted(reasons.items()):
+        write(f"cancelled at {step} ({reason}): {count}")
     sagas = [p.saga for p in placed if p.saga]
     retried = [s for s in sagas if any(step["attempts"] > 1 for step in s["steps"])]
     recovered = [s for s in sagas if any(e["kind"] == "RECOVERED" for e in s["events"])]

@@ -25,6 +25,7 @@ from sagas.failures import FailureKind, classify, failure_of
 from sagas.models import (
     OutboxMessage,
     QueueProbe,
+    QueueProbeArrival,
     Saga,
     SagaEventKind,
     SagaStatus,
@@ -388,13 +389,10 @@ def queues_consumed(*, sent_ago: float, seen_ago: float = 600.0) -> None:
     ``seen_ago`` seconds ago."""
     now = timezone.now()
     for queue in probes.saga_queues():
-        QueueProbe.objects.update_or_create(
+        QueueProbeArrival.objects.create(
             queue=queue,
-            defaults={
-                "sent_at": now - timedelta(seconds=sent_ago),
-                "reached": now - timedelta(seconds=sent_ago),
-                "reached_at": now - timedelta(seconds=seen_ago),
-            },
+            sent_at=now - timedelta(seconds=sent_ago),
+            reached_at=now - timedelta(seconds=seen_ago),
         )
 
 
@@ -477,6 +475,16 @@ def test_a_probe_counts_only_once_it_has_settled(saga):
     queues_consumed(sent_ago=1800, seen_ago=0)  # just seen: a message taken before
     services.sagas_recover()  # it may not have started yet
     assert recovered(saga) == 0
+
+
+def test_a_probe_arriving_every_sweep_does_not_hide_the_one_that_settled(saga):
+    # Probes come and go every few seconds while sagas are overdue: the newest one
+    # has not settled yet, an older one has, and it is enough.
+    overdue(saga)
+    queues_consumed(sent_ago=1800, seen_ago=60)
+    queues_consumed(sent_ago=5, seen_ago=0)
+    services.sagas_recover()
+    assert recovered(saga) == 1
 
 
 def test_work_lost_again_and_again_counts_as_a_timeout(saga, settings):
