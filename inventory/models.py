@@ -3,7 +3,8 @@
 from django.db import models
 from django.db.models import F, Q
 
-from sagas.outbox import AbstractOutboxMessage
+from sagas.messaging.inbox import AbstractInboxMessage
+from sagas.messaging.outbox import AbstractOutboxMessage
 from shop.states import transition
 
 
@@ -84,4 +85,9 @@ class StockReservation(models.Model):
 
 
 class OutboxMessage(AbstractOutboxMessage):
-    """Inventory's events: StockReserved, StockReleased, StockCommitted."""
+    """Inventory's events: StockReserved, StockReleased, StockCommitted, and
+    StockReservationFailed (refused, when choreographed)."""
+
+
+class InboxMessage(AbstractInboxMessage):
+    """The events of other apps that inventory has handled."""

@@ -13,7 +13,7 @@ from inventory import selectors
 from inventory.exceptions import InsufficientStock
 from inventory.models import OutboxMessage, Product, ReservationStatus, StockReservation
 from sagas.faults import fault_point
-from sagas.outbox import outbox_emit
+from sagas.messaging.outbox import outbox_emit
 
 
 @transaction.atomic

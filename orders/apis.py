@@ -13,6 +13,7 @@ from orders import selectors
 from orders.models import OrderStatus
 from orders.services import order_place
 from sagas import selectors as saga_selectors
+from sagas.definitions import Mode
 from sagas.models import SagaStatus
 from shop.exceptions import NotFound
 from shop.pagination import LimitOffsetPage, paginated_response
@@ -70,6 +71,12 @@ class OrderCreateApi(APIView):
             message="Must be an ISO 3166-1 alpha-2 country code, e.g. JP.",
             default="JP",
         )
+        mode = serializers.ChoiceField(
+            choices=Mode.choices,
+            required=False,
+            help_text="How its purchase saga runs; SAGA_DEFAULT_MODE "
+            "(orchestration unless set) when not given.",
+        )
 
         def validate(self, attrs):
             first_at: dict[str, int] = {}
@@ -89,6 +96,7 @@ class OrderCreateApi(APIView):
         order_id = serializers.IntegerField(source="pk")
         saga_id = serializers.IntegerField()
         status = serializers.ChoiceField(choices=OrderStatus.choices)
+        mode = serializers.ChoiceField(choices=Mode.choices)
 
     @extend_schema(
         parameters=[
@@ -142,6 +150,7 @@ class OrderDetailApi(APIView):
 
         id = serializers.IntegerField()
         status = serializers.ChoiceField(choices=OrderStatus.choices)
+        mode = serializers.ChoiceField(choices=Mode.choices)
         total = serializers.DecimalField(max_digits=12, decimal_places=2)
         ship_to = serializers.CharField()
         cancel_reason = serializers.CharField()

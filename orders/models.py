@@ -4,7 +4,9 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-from sagas.outbox import AbstractOutboxMessage
+from sagas.definitions import Mode
+from sagas.messaging.inbox import AbstractInboxMessage
+from sagas.messaging.outbox import AbstractOutboxMessage
 from shop.states import transition
 
 
@@ -29,6 +31,10 @@ class Order(models.Model):
     total = models.DecimalField(max_digits=12, decimal_places=2)
     payment_method_id = models.PositiveBigIntegerField()  # a payments method, by id
     ship_to = models.CharField(max_length=2, default="JP")
+    # How its purchase saga runs: orchestration, choreography or tcc.
+    mode = models.CharField(
+        max_length=20, choices=Mode.choices, default=Mode.ORCHESTRATION
+    )
     cancel_reason = models.TextField(blank=True)
     saga_id = models.PositiveBigIntegerField(null=True, blank=True)  # its purchase saga
     idempotency_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
@@ -79,12 +85,26 @@ class OrderLine(models.Model):
         return f"{self.quantity} x {self.sku}"
 
 
+class ShipmentStatus(models.TextChoices):
+    BOOKED = "BOOKED"  # the carrier's slot held (a TCC try)
+    SHIPPED = "SHIPPED"
+    RELEASED = "RELEASED"  # the booking let go (a TCC cancel)
+
+
+SHIPMENT_MOVES = {
+    ShipmentStatus.BOOKED: frozenset({ShipmentStatus.SHIPPED, ShipmentStatus.RELEASED}),
+}
+
+
 class Shipment(models.Model):
     order = models.OneToOneField(
         Order, related_name="shipment", on_delete=models.PROTECT
     )
     destination = models.CharField(max_length=2)
     tracking_code = models.CharField(max_length=40, unique=True)
+    status = models.CharField(
+        max_length=20, choices=ShipmentStatus.choices, default=ShipmentStatus.SHIPPED
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -93,6 +113,16 @@ class Shipment(models.Model):
     def __str__(self) -> str:
         return self.tracking_code
 
+    def move_to(self, status: str) -> None:
+        self.status = transition(
+            self.status, status, SHIPMENT_MOVES, what=f"shipment {self.pk}"
+        )
+
 
 class OutboxMessage(AbstractOutboxMessage):
-    """Orders' events: OrderPlaced, ShipmentCreated, OrderConfirmed, OrderCancelled."""
+    """Orders' events: OrderPlaced, ShipmentCreated, ShipmentBooked, ShipmentReleased,
+    ShipmentFailed (refused, when choreographed), OrderConfirmed, OrderCancelled."""
+
+
+class InboxMessage(AbstractInboxMessage):
+    """The events of other apps that orders has handled."""

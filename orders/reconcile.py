@@ -2,12 +2,12 @@
 
 Invariants, each violation reported under a stable ``kind``:
 
-- a cancelled order keeps no captured payment, no held stock, no sold stock and no
-  shipment;
+- a cancelled order keeps no captured or held payment, no held stock, no sold stock
+  and no shipment (a released booking is none);
 - a confirmed order has exactly one captured payment, equal to its total, and every
   line's stock committed;
 - a product's reserved and sold counters equal its held and committed reservations;
-- an account's credited money equals its balance plus its captured payments.
+- an account's credited money equals its balance plus its payments held or captured.
 
 Only orders whose purchase saga has ended are checked: a live saga is still moving the
 very rows it would be checked against. Repairs go through the apps' own services and
@@ -38,11 +38,12 @@ logger = logging.getLogger(__name__)
 # The statuses as the inventory and payments selectors report them; their models stay
 # private to their apps.
 HELD, COMMITTED, RELEASED = "HELD", "COMMITTED", "RELEASED"
-CAPTURED = "CAPTURED"
+CAPTURED, AUTHORIZED = "CAPTURED", "AUTHORIZED"
 
 
 class Kind(StrEnum):
     CANCELLED_ORDER_PAYMENT_CAPTURED = "cancelled_order_payment_captured"
+    CANCELLED_ORDER_PAYMENT_HELD = "cancelled_order_payment_held"
     CANCELLED_ORDER_STOCK_HELD = "cancelled_order_stock_held"
     CANCELLED_ORDER_STOCK_COMMITTED = "cancelled_order_stock_committed"
     CANCELLED_ORDER_SHIPPED = "cancelled_order_shipped"
@@ -61,12 +62,17 @@ def refund_payment_if_captured(*, order_ref: int) -> None:
     payments_services.payment_refund(order_ref=order_ref)  # a no-op once refunded
 
 
+def void_payment_if_held(*, order_ref: int) -> None:
+    payments_services.payment_void(order_ref=order_ref)  # a no-op once voided
+
+
 #: The only repairs: each undoes, per order, what a cancelled order must not keep,
 #: exactly as the saga's own compensation would have. Money and counters are never
 #: "fixed" by editing numbers: a wrong number hides a bug someone has to find.
 REPAIRS: dict[Kind, Callable[..., None]] = {
     Kind.CANCELLED_ORDER_STOCK_HELD: release_stock_if_held,
     Kind.CANCELLED_ORDER_PAYMENT_CAPTURED: refund_payment_if_captured,
+    Kind.CANCELLED_ORDER_PAYMENT_HELD: void_payment_if_held,
 }
 #: Saga statuses whose order may still change: FAILED is stuck, not ended, and an
 #: operator may yet retry or compensate it.
@@ -202,11 +208,15 @@ def _cancelled_order(
     order: dict, reservations: dict[str, dict[str, int]], payment: dict | None
 ) -> Iterator[Violation]:
     order_id = order["order_id"]
-    if payment is not None and payment["status"] == CAPTURED:
+    kinds = {
+        CAPTURED: Kind.CANCELLED_ORDER_PAYMENT_CAPTURED,
+        AUTHORIZED: Kind.CANCELLED_ORDER_PAYMENT_HELD,
+    }
+    if payment is not None and payment["status"] in kinds:
         yield Violation(
-            Kind.CANCELLED_ORDER_PAYMENT_CAPTURED,
+            kinds[payment["status"]],
             f"order {order_id} is cancelled but its payment of {payment['amount']} "
-            "is still captured",
+            f"is still {payment['status'].lower()}",
             order_id=order_id,
             account_id=payment["account_id"],
             payment_id=payment["payment_id"],
@@ -297,7 +307,7 @@ def _account_violations() -> Iterator[Violation]:
         drift = held - Decimal(row["credited"])
         yield Violation(
             Kind.ACCOUNT_MONEY,
-            f"account {row['account_id']}: balance {row['balance']} + captured "
+            f"account {row['account_id']}: balance {row['balance']} + held or captured "
             f"{row['captured']} = {held}, but {row['credited']} was credited "
             f"({abs(drift)} {'created' if drift > 0 else 'destroyed'})",
             account_id=row["account_id"],

@@ -15,11 +15,20 @@ from django.db import IntegrityError, transaction
 from inventory import selectors as inventory_selectors
 from orders import selectors
 from orders.exceptions import DestinationNotServed, IdempotencyKeyReused, InvalidOrder
-from orders.models import Order, OrderLine, OrderStatus, OutboxMessage, Shipment
+from orders.models import (
+    Order,
+    OrderLine,
+    OrderStatus,
+    OutboxMessage,
+    Shipment,
+    ShipmentStatus,
+)
 from payments import selectors as payments_selectors
+from sagas.definitions import Mode
 from sagas.faults import fault_point
-from sagas.outbox import outbox_emit
-from sagas.services import saga_start
+from sagas.lifecycle import saga_start
+from sagas.messaging.correlation import correlated
+from sagas.messaging.outbox import outbox_emit
 
 CENT = Decimal("0.01")
 # The largest total Order.total (12 digits, 2 after the point) can hold.
@@ -32,14 +41,17 @@ def order_place(
     items: list[dict],
     payment_method_id: int,
     ship_to: str = "JP",
+    mode: str | None = None,
     idempotency_key: str | None = None,
 ) -> tuple[Order, bool]:
-    """Place an order and start its purchase saga; return (order, whether it is new).
+    """Place an order and start its purchase saga, run in ``mode`` (default
+    SAGA_DEFAULT_MODE); return (order, whether it is new).
 
     The same idempotency key with the same request returns the first order; with a
     different request it raises IdempotencyKeyReused.
     """
-    fingerprint = _fingerprint(items, payment_method_id, ship_to)
+    mode = mode or settings.SAGA_DEFAULT_MODE
+    fingerprint = _fingerprint(items, payment_method_id, ship_to, mode)
     if idempotency_key is not None:
         existing = selectors.order_by_key(
             customer_id=customer.pk, idempotency_key=idempotency_key
@@ -52,6 +64,7 @@ def order_place(
             items=items,
             payment_method_id=payment_method_id,
             ship_to=ship_to,
+            mode=mode,
             idempotency_key=idempotency_key,
             fingerprint=fingerprint,
         )
@@ -70,7 +83,7 @@ def order_place(
 
 @transaction.atomic(durable=True)
 def _order_create(
-    *, customer, items, payment_method_id, ship_to, idempotency_key, fingerprint
+    *, customer, items, payment_method_id, ship_to, mode, idempotency_key, fingerprint
 ):
     products = _validate(customer, items, payment_method_id)
     lines = [
@@ -95,6 +108,7 @@ def _order_create(
         total=total,
         payment_method_id=payment_method_id,
         ship_to=ship_to,
+        mode=mode,
         idempotency_key=idempotency_key,
         request_fingerprint=fingerprint,
     )
@@ -108,15 +122,18 @@ def _order_create(
         "total": str(total),
         "lines": [[line.sku, line.quantity] for line in lines],
     }
-    _emit("OrderPlaced", order, context)
     saga = saga_start(
         name="purchase",
+        mode=mode,
         context=context,
         idempotency_key=f"order-{order.pk}",
         owner_id=customer.pk,
     )
     order.saga_id = saga.pk
     order.save(update_fields=["saga_id"])
+    # With the saga's headers: choreographed, this event is what sets it off.
+    with correlated(saga_id=saga.pk, mode=mode):
+        _emit("OrderPlaced", order, context)
     return order
 
 
@@ -144,32 +161,77 @@ def _replay(order: Order, fingerprint: str) -> Order:
     return order
 
 
-def _fingerprint(items, payment_method_id, ship_to) -> str:
-    canonical = json.dumps(
-        [[[i["sku"], i["quantity"]] for i in items], payment_method_id, ship_to],
-        separators=(",", ":"),
-    )
+def _fingerprint(items, payment_method_id, ship_to, mode) -> str:
+    request = [[[i["sku"], i["quantity"]] for i in items], payment_method_id, ship_to]
+    if mode != Mode.ORCHESTRATION:
+        # Left out for orchestration: orders placed before modes existed still match.
+        request.append(mode)
+    canonical = json.dumps(request, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 @fault_point("orders.ship")
 @transaction.atomic
 def shipment_create(*, order_id: int) -> Shipment:
+    """Hand the order to the carrier: a shipment, SHIPPED."""
+    return _shipment(order_id, ShipmentStatus.SHIPPED, "ShipmentCreated")
+
+
+@fault_point("orders.book")
+@transaction.atomic
+def shipment_book(*, order_id: int) -> Shipment:
+    """Hold the carrier's slot for the order (a try-confirm-cancel purchase's try)."""
+    return _shipment(order_id, ShipmentStatus.BOOKED, "ShipmentBooked")
+
+
+@fault_point("orders.dispatch")
+@transaction.atomic
+def shipment_dispatch(*, order_id: int) -> Shipment | None:
+    """Ship what was booked; a no-op once shipped."""
+    return _shipment_move(order_id, ShipmentStatus.SHIPPED, "ShipmentCreated")
+
+
+@fault_point("orders.unbook")
+@transaction.atomic
+def shipment_release(*, order_id: int) -> Shipment | None:
+    """Let the carrier's slot go; a no-op if none is booked (any more)."""
+    return _shipment_move(order_id, ShipmentStatus.RELEASED, "ShipmentReleased")
+
+
+def _shipment(order_id: int, status: str, topic: str) -> Shipment:
     order = selectors.order_lock(order_id=order_id)
     existing = Shipment.objects.filter(order=order).first()
     if existing is not None:
-        return existing  # created by an earlier delivery
+        return existing  # made by an earlier delivery
     if order.ship_to not in settings.SHIPPING_COUNTRIES:
         raise DestinationNotServed(order.ship_to)
     shipment = Shipment.objects.create(
-        order=order, destination=order.ship_to, tracking_code=f"SG{order.pk:010d}"
+        order=order,
+        destination=order.ship_to,
+        tracking_code=f"SG{order.pk:010d}",
+        status=status,
     )
+    _emit_shipment(topic, order, shipment)
+    return shipment
+
+
+def _shipment_move(order_id: int, status: str, topic: str) -> Shipment | None:
+    order = selectors.order_lock(order_id=order_id)
+    shipment = Shipment.objects.filter(order=order).first()
+    if shipment is None or shipment.status != ShipmentStatus.BOOKED:
+        return shipment
+    shipment.move_to(status)
+    shipment.save(update_fields=["status"])
+    _emit_shipment(topic, order, shipment)
+    return shipment
+
+
+def _emit_shipment(topic: str, order: Order, shipment: Shipment) -> None:
     _emit(
-        "ShipmentCreated",
+        topic,
         order,
         {"shipment_id": shipment.pk, "tracking_code": shipment.tracking_code},
     )
-    return shipment
 
 
 @fault_point("orders.confirm")

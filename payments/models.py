@@ -4,7 +4,8 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-from sagas.outbox import AbstractOutboxMessage
+from sagas.messaging.inbox import AbstractInboxMessage
+from sagas.messaging.outbox import AbstractOutboxMessage
 from shop.states import transition
 
 
@@ -47,11 +48,18 @@ class PaymentMethod(models.Model):
 
 
 class PaymentStatus(models.TextChoices):
+    AUTHORIZED = "AUTHORIZED"  # the amount held on the balance (a TCC try)
     CAPTURED = "CAPTURED"
     REFUNDED = "REFUNDED"
+    VOIDED = "VOIDED"  # the hold let go (a TCC cancel)
 
 
-PAYMENT_MOVES = {PaymentStatus.CAPTURED: frozenset({PaymentStatus.REFUNDED})}
+PAYMENT_MOVES = {
+    PaymentStatus.AUTHORIZED: frozenset({PaymentStatus.CAPTURED, PaymentStatus.VOIDED}),
+    PaymentStatus.CAPTURED: frozenset({PaymentStatus.REFUNDED}),
+}
+#: Statuses whose amount has left the balance: held, or taken.
+TAKEN_STATUSES = (PaymentStatus.AUTHORIZED, PaymentStatus.CAPTURED)
 
 
 class Payment(models.Model):
@@ -89,4 +97,9 @@ class Payment(models.Model):
 
 
 class OutboxMessage(AbstractOutboxMessage):
-    """Payments' events: PaymentCaptured, PaymentRefunded."""
+    """Payments' events: PaymentCaptured, PaymentRefunded, PaymentAuthorized,
+    PaymentVoided, and PaymentFailed (a charge refused, in a choreographed purchase)."""
+
+
+class InboxMessage(AbstractInboxMessage):
+    """The events of other apps that payments has handled."""

@@ -4,7 +4,7 @@ from decimal import Decimal
 
 from django.db.models import Prefetch, QuerySet, Sum
 
-from payments.models import Account, Payment, PaymentMethod, PaymentStatus
+from payments.models import TAKEN_STATUSES, Account, Payment, PaymentMethod
 from shop.permissions import visible_to
 
 VIEW_ACCOUNTS = "payments.view_account"
@@ -49,10 +49,11 @@ def payment_lock(*, order_ref: int) -> Payment | None:
 
 
 def account_money_mismatches() -> list[dict]:
-    """Accounts where credited != balance + captured payments (money made or lost)."""
+    """Accounts where credited != balance + payments held or captured (money made or
+    lost)."""
     captured = {
         row["account_id"]: row["total"]
-        for row in Payment.objects.filter(status=PaymentStatus.CAPTURED)
+        for row in Payment.objects.filter(status__in=TAKEN_STATUSES)
         .values("account_id")
         .annotate(total=Sum("amount"))
     }

@@ -22,7 +22,7 @@ from payments.models import (
     PaymentStatus,
 )
 from sagas.faults import fault_point
-from sagas.outbox import outbox_emit
+from sagas.messaging.outbox import outbox_emit
 
 
 @transaction.atomic
@@ -70,9 +70,13 @@ def payment_charge(
     *, order_ref: int, customer_id: int, method_id: int, amount: Decimal
 ) -> Payment:
     """Take ``amount`` from the customer's balance with one of their active methods."""
+    return _take(order_ref, customer_id, method_id, amount, PaymentStatus.CAPTURED)
+
+
+def _take(order_ref, customer_id, method_id, amount, status) -> Payment:
     existing = selectors.payment_of(order_ref=order_ref)
     if existing is not None:
-        return existing  # charged by an earlier delivery
+        return existing  # taken by an earlier delivery
     # Lock first, then read: a method deactivated or a balance spent by a transaction
     # that committed while this one waited for the lock is seen as it now is.
     account = selectors.account_lock(customer_id=customer_id)
@@ -85,9 +89,55 @@ def payment_charge(
         raise InsufficientFunds(amount, account.balance)
     Account.objects.filter(pk=account.pk).update(balance=F("balance") - amount)
     payment = Payment.objects.create(
-        order_ref=order_ref, account=account, method_id=method_id, amount=amount
+        order_ref=order_ref,
+        account=account,
+        method_id=method_id,
+        amount=amount,
+        status=status,
     )
+    topic = (
+        "PaymentCaptured" if status == PaymentStatus.CAPTURED else "PaymentAuthorized"
+    )
+    _emit(topic, payment)
+    return payment
+
+
+@fault_point("payments.authorize")
+@transaction.atomic
+def payment_authorize(
+    *, order_ref: int, customer_id: int, method_id: int, amount: Decimal
+) -> Payment:
+    """Hold ``amount`` of the customer's balance with one of their active methods, to
+    be captured or voided later (a try-confirm-cancel purchase's try)."""
+    return _take(order_ref, customer_id, method_id, amount, PaymentStatus.AUTHORIZED)
+
+
+@fault_point("payments.capture")
+@transaction.atomic
+def payment_capture(*, order_ref: int) -> Payment | None:
+    """Take what was held for an order; a no-op once taken."""
+    payment = selectors.payment_lock(order_ref=order_ref)
+    if payment is None or payment.status != PaymentStatus.AUTHORIZED:
+        return payment
+    payment.move_to(PaymentStatus.CAPTURED)
+    payment.save(update_fields=["status"])
     _emit("PaymentCaptured", payment)
+    return payment
+
+
+@fault_point("payments.void")
+@transaction.atomic
+def payment_void(*, order_ref: int) -> Payment | None:
+    """Give back what was held for an order; a no-op if nothing is (any more)."""
+    payment = selectors.payment_lock(order_ref=order_ref)
+    if payment is None or payment.status != PaymentStatus.AUTHORIZED:
+        return payment
+    Account.objects.filter(pk=payment.account_id).update(
+        balance=F("balance") + payment.amount
+    )
+    payment.move_to(PaymentStatus.VOIDED)
+    payment.save(update_fields=["status"])
+    _emit("PaymentVoided", payment)
     return payment
 
 

@@ -1,7 +1,7 @@
 """Admin for operators: find failed or stuck sagas, read their trail, retry or cancel.
 
 Sagas are read-only here; the only writes are the operator actions, and each one is a
-call to sagas.services, which locks the saga and records who acted in its events.
+call to sagas.lifecycle, which locks the saga and records who acted in its events.
 """
 
 import re
@@ -18,7 +18,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from sagas import registry, selectors, services
+from sagas import lifecycle, registry, selectors
 from sagas.exceptions import ActionNotAllowed, DefinitionError
 from sagas.models import (
     ACTIVE_STATUSES,
@@ -186,7 +186,7 @@ class SagaAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def current_step_name(self, saga: Saga) -> str:
         # From the definition in memory: reading step rows would cost a query per row.
         try:
-            return registry.definition(saga.name).steps[saga.current_step].name
+            return registry.definition_of(saga).step_names[saga.current_step]
         except (DefinitionError, IndexError):
             return f"#{saga.current_step} (unknown)"
 
@@ -321,11 +321,11 @@ def _ids(queryset: QuerySet[Saga]) -> list[int]:
 
 
 def _retry(*, saga_id: int, actor: str) -> Saga:
-    return services.saga_retry(saga_id=saga_id, actor=actor)
+    return lifecycle.saga_retry(saga_id=saga_id, actor=actor)
 
 
 def _cancel(*, saga_id: int, actor: str) -> Saga:
-    return services.saga_cancel(saga_id=saga_id, actor=actor, reason=CANCEL_REASON)
+    return lifecycle.saga_cancel(saga_id=saga_id, actor=actor, reason=CANCEL_REASON)
 
 
 admin.site.register(OutboxMessage, OutboxMessageAdmin)

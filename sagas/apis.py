@@ -6,10 +6,11 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from sagas import selectors
+from sagas.definitions import Mode
 from sagas.exceptions import ActionNotAllowed
+from sagas.lifecycle import saga_cancel, saga_retry
 from sagas.models import SagaEventKind, SagaStatus, StepStatus
 from sagas.selectors import VIEW_SAGAS
-from sagas.services import saga_cancel, saga_retry
 from shop.exceptions import Conflict, NotFound
 from shop.pagination import LimitOffsetPage, paginated_response
 from shop.permissions import HasPermission, user_has_permission
@@ -41,6 +42,7 @@ class SagaListApi(APIView):
     class OutputSerializer(serializers.Serializer):
         id = serializers.IntegerField()
         name = serializers.CharField()
+        mode = serializers.ChoiceField(choices=Mode.choices)
         status = serializers.ChoiceField(choices=SagaStatus.choices)
         current_step = serializers.IntegerField()
         error = serializers.CharField()

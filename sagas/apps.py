@@ -1,4 +1,5 @@
-"""App config: imports every app's `sagas` module, so its definitions register."""
+"""App config: loads the runners of each mode, then every app's reactions
+(``handlers`` modules) and saga definitions (``sagas`` modules)."""
 
 from django.apps import AppConfig
 from django.utils.module_loading import autodiscover_modules
@@ -9,6 +10,8 @@ class SagasConfig(AppConfig):
     verbose_name = "Sagas"
 
     def ready(self) -> None:
-        from sagas import checks, dispatch  # noqa: F401  (registers checks and routes)
+        # The runners first: registering a definition compiles it into their tasks.
+        from sagas import checks, tasks  # noqa: F401
 
+        autodiscover_modules("handlers")
         autodiscover_modules("sagas")

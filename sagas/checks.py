@@ -1,10 +1,58 @@
-"""System checks: refuse a fault setting or a broker timeout that cannot work."""
+"""System checks: refuse a saga definition, a reaction, a fault setting or a broker
+timeout that cannot work. ``manage.py check`` names the saga and the step."""
 
 from django.conf import settings
 from django.core import checks
 
 from sagas import faults, registry
+from sagas.choreography import handlers
+from sagas.definitions import Mode
+from sagas.orchestration.engine import HARD_LIMIT_SLACK, unit_timeout
 from shop import brokers
+
+
+@checks.register()
+def check_definitions(app_configs, **kwargs) -> list[checks.CheckMessage]:
+    """Every registered definition can run (its problem names saga and step)."""
+    return [checks.Error(problem, id="sagas.E003") for problem in registry.problems()]
+
+
+@checks.register()
+def check_reactions(app_configs, **kwargs) -> list[checks.CheckMessage]:
+    """A choreographed saga's every event has the reactions its flow needs, and no
+    app reacts to an event its saga never publishes."""
+    errors = []
+    for definition in registry.definitions():
+        if definition.mode != Mode.CHOREOGRAPHY:
+            continue
+        where = f"saga {definition.name!r} ({definition.mode})"
+        declared = {
+            (h.app, topic, h.step, h.role)
+            for h in handlers.declared(saga=definition.name)
+            for topic in h.topics
+        }
+        for app, topic, step, role in sorted(definition.expected_handlers() - declared):
+            errors.append(
+                checks.Error(
+                    f"{where}, step {step!r}: nothing in {app} reacts to {topic} "
+                    f"({role}); declare it in {app}/handlers.py",
+                    id="sagas.E004",
+                )
+            )
+        for app, topic, step, role in sorted(declared - definition.expected_handlers()):
+            problem = (
+                "an event the saga never publishes"
+                if topic not in definition.topics()
+                else "an event that does not call for it"
+            )
+            errors.append(
+                checks.Error(
+                    f"{where}, step {step!r}: {app} reacts to {topic} ({role}), "
+                    f"{problem}",
+                    id="sagas.E005",
+                )
+            )
+    return errors
 
 
 @checks.register()
@@ -20,17 +68,15 @@ def check_faults(app_configs, **kwargs) -> list[checks.CheckMessage]:
 def check_visibility_timeout(app_configs, **kwargs) -> list[checks.CheckMessage]:
     """An unacknowledged message comes back after the visibility timeout; if a step
     can run (or wait for a retry) longer, a second worker would get it meanwhile."""
-    from sagas.services import unit_timeout
-
     if not brokers.is_redis(settings.CELERY_BROKER_URL):
         return []  # RabbitMQ requeues a lost consumer's messages at once
     visibility = settings.CELERY_BROKER_TRANSPORT_OPTIONS.get(
         "visibility_timeout", 3600
     )
-    from sagas.tasks import HARD_LIMIT_SLACK
-
     longest = 0.0
     for definition in registry.definitions():
+        if definition.mode == Mode.CHOREOGRAPHY:
+            continue  # its reactions retry with Celery's own backoff, up to 60 s
         for index, phase in definition.tasks():
             policy = definition.retry_policy(max(index, 0), phase)
             # The longest a message can be held: the hard time limit of its run, or

@@ -1,10 +1,13 @@
-"""Saga state in PostgreSQL: sagas, steps, their audit trail, the engine's outbox."""
+"""Saga state in PostgreSQL: sagas, steps, their audit trail, barriers, probes, and
+the engine's outbox and inbox."""
 
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-from sagas.outbox import AbstractOutboxMessage
+from sagas.definitions import Mode
+from sagas.messaging.inbox import AbstractInboxMessage
+from sagas.messaging.outbox import AbstractOutboxMessage
 from shop.states import transition
 
 
@@ -58,6 +61,9 @@ STEP_MOVES = {
 
 class Saga(models.Model):
     name = models.CharField(max_length=100)
+    mode = models.CharField(
+        max_length=20, choices=Mode.choices, default=Mode.ORCHESTRATION
+    )
     status = models.CharField(
         max_length=20, choices=SagaStatus.choices, default=SagaStatus.PENDING
     )
@@ -191,7 +197,45 @@ class SagaEvent(models.Model):
 
 
 class OutboxMessage(AbstractOutboxMessage):
-    """The engine's own events: each one, once published, sends a saga's next chain."""
+    """The engine's own events: each one, once published, sends a saga's next chain
+    (or, for a choreographed saga, announces a step the recovery sweep timed out)."""
+
+
+class InboxMessage(AbstractInboxMessage):
+    """What the saga tracker has received of the choreographed sagas' events."""
+
+
+class BarrierOp(models.TextChoices):
+    TRY = "try"  # a TCC try, or a choreographed step's action
+    CONFIRM = "confirm"
+    CANCEL = "cancel"  # a TCC cancel, or a choreographed step's undo
+
+
+class Barrier(models.Model):
+    """One phase of one participant of one saga, recorded in the transaction of its
+    business change (sagas.barriers), as DTM's barrier and Seata's fence do.
+
+    The unique row makes each phase happen once; a cancel that finds no try records
+    one in the try's place (the null compensation), so the try, if it ever comes, finds
+    itself done and does nothing (the hanging case).
+    """
+
+    saga = models.ForeignKey(Saga, related_name="barriers", on_delete=models.CASCADE)
+    branch = models.CharField(max_length=100)  # the participant, or the step
+    op = models.CharField(max_length=10, choices=BarrierOp.choices)
+    reason = models.CharField(max_length=20)  # the op that wrote it: "cancel" on a try
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["saga", "branch", "op"], name="barrier_once_per_phase"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"saga {self.saga_id} {self.branch} {self.op} ({self.reason})"
 
 
 class QueueProbe(models.Model):

@@ -23,6 +23,7 @@ from celery import current_app
 from django.conf import settings
 
 from sagas import registry
+from sagas.messaging import subscriptions
 from sagas.models import QueueProbe, QueueProbeArrival
 
 logger = logging.getLogger(__name__)
@@ -34,9 +35,11 @@ ARRIVALS_KEPT = 3600.0
 
 
 def saga_queues() -> list[str]:
-    """Every queue a saga's work travels on: its step tasks' and their failures'."""
+    """Every queue a saga's work travels on: its step tasks' and their failures',
+    and every subscriber's (the apps' reactions, the tracker)."""
     queues = {unit.task.queue for unit in registry.units()}
     queues.add(current_app.tasks["sagas.record_failure"].queue)
+    queues |= {s.queue for s in subscriptions.all_subscriptions()}
     return sorted(q for q in queues if q)
 
 

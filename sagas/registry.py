@@ -1,21 +1,26 @@
-"""The registered saga definitions, and which step each generated Celery task runs."""
+"""The registered saga definitions, by name and mode, and what runs each unit of them.
 
+A definition is registered by the app that owns its process (``orders/sagas.py``),
+when Django loads that module. The runner of each mode registers a *compiler* first
+(sagas.apps): it turns a definition into the Celery tasks that run it. A definition
+that cannot run is kept with its problem, which ``manage.py check`` reports; it is
+never run.
+"""
+
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from celery import Task
 
-from sagas.definitions import Phase, SagaDefinition
+from sagas.definitions import Mode, Phase
 from sagas.exceptions import DefinitionError
-
-_definitions: dict[str, SagaDefinition] = {}
-_units: dict[str, "Unit"] = {}
 
 
 @dataclass(frozen=True)
 class Unit:
     """What one task runs: a step's action or compensation, or the saga's end."""
 
-    definition: SagaDefinition
+    definition: object
     index: int
     phase: Phase
     task: Task
@@ -25,34 +30,82 @@ class Unit:
         return self.definition.task_name(self.index, self.phase)
 
 
-def register(definition: SagaDefinition) -> SagaDefinition:
-    """Make a definition runnable: one Celery task per action, compensation and end."""
-    known = _definitions.get(definition.name)
+Compiler = Callable[[object], list[Unit]]
+
+_definitions: dict[tuple[str, str], object] = {}
+_problems: dict[tuple[str, str], str] = {}
+_units: dict[str, Unit] = {}
+_compilers: dict[str, Compiler] = {}
+
+
+def compiler(mode: Mode) -> Callable[[Compiler], Compiler]:
+    """Register how definitions of ``mode`` become tasks (one per runnable unit)."""
+
+    def register_compiler(compile_units: Compiler) -> Compiler:
+        _compilers[mode] = compile_units
+        return compile_units
+
+    return register_compiler
+
+
+def register(definition):
+    """Make a definition runnable, or keep why it cannot run for the system checks."""
+    key = (definition.name, definition.mode)
+    known = _definitions.get(key)
     if known is definition:
         return definition
     if known is not None:
-        raise DefinitionError(f"a saga named {definition.name!r} is already registered")
-
-    from sagas.tasks import (
-        step_task,
-    )  # the tasks module needs the engine, built on this one
-
-    _definitions[definition.name] = definition
-    for index, phase in definition.tasks():
-        task = step_task(definition, index, phase)
-        _units[task.name] = Unit(definition, index, phase, task)
+        raise DefinitionError(
+            f"a saga named {definition.name!r} ({definition.mode}) is already "
+            "registered"
+        )
+    _definitions[key] = definition
+    try:
+        definition.validate()
+    except DefinitionError as problem:
+        _problems[key] = str(problem)
+        return definition
+    compile_units = _compilers.get(definition.mode)
+    if compile_units is not None:
+        for unit in compile_units(definition):
+            _units[unit.task.name] = unit
     return definition
 
 
-def definition(name: str) -> SagaDefinition:
+def unregister(definition) -> None:
+    """Forget a definition (tests register broken ones to see them refused)."""
+    key = (definition.name, definition.mode)
+    _definitions.pop(key, None)
+    _problems.pop(key, None)
+    for name in [n for n, u in _units.items() if u.definition is definition]:
+        del _units[name]
+
+
+def definition(name: str, mode: str = Mode.ORCHESTRATION):
+    key = (name, mode)
+    if key in _problems:
+        raise DefinitionError(_problems[key])
     try:
-        return _definitions[name]
+        return _definitions[key]
     except KeyError:
-        raise DefinitionError(f"no saga named {name!r} is registered") from None
+        raise DefinitionError(
+            f"no saga named {name!r} ({mode}) is registered"
+        ) from None
 
 
-def definitions() -> list[SagaDefinition]:
-    return list(_definitions.values())
+def definition_of(saga):
+    """The definition a saga runs by."""
+    return definition(saga.name, saga.mode)
+
+
+def definitions() -> list:
+    """Every definition that can run."""
+    return [d for key, d in _definitions.items() if key not in _problems]
+
+
+def problems() -> list[str]:
+    """Why each definition that cannot run cannot."""
+    return list(_problems.values())
 
 
 def units() -> list[Unit]:
@@ -66,5 +119,5 @@ def unit(task_name: str) -> Unit:
         raise DefinitionError(f"task {task_name!r} is not a saga step") from None
 
 
-def unit_for(definition: SagaDefinition, index: int, phase: Phase) -> Unit:
+def unit_for(definition, index: int, phase: Phase) -> Unit:
     return unit(definition.task_name(index, phase))

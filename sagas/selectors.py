@@ -5,6 +5,7 @@ from datetime import datetime, timedelta
 
 from django.db.models import Prefetch, Q, QuerySet
 
+from sagas.messaging.outbox import AbstractOutboxMessage, outbox_models
 from sagas.models import (
     ACTIVE_STATUSES,
     OutboxMessage,
@@ -13,7 +14,6 @@ from sagas.models import (
     SagaStatus,
     SagaStep,
 )
-from sagas.outbox import AbstractOutboxMessage
 from shop.permissions import visible_to
 
 
@@ -64,6 +64,21 @@ def saga_last_dispatch(*, saga_id: int) -> OutboxMessage | None:
     return (
         OutboxMessage.objects.filter(aggregate_id=str(saga_id)).order_by("-pk").first()
     )
+
+
+def saga_plain(*, saga_id: int | None) -> Saga | None:
+    """A saga's own row (its context), without a lock."""
+    if saga_id is None:
+        return None
+    return Saga.objects.filter(pk=saga_id).first()
+
+
+def saga_events(*, saga_id: int, topics) -> list[AbstractOutboxMessage]:
+    """A saga's events of ``topics``, in every app's outbox, oldest first."""
+    rows = []
+    for model in outbox_models():
+        rows += model.objects.filter(saga_id=saga_id, topic__in=list(topics))
+    return sorted(rows, key=lambda row: row.created_at)
 
 
 def saga_get(*, saga_id: int) -> Saga | None:

@@ -86,6 +86,10 @@ def _check_ports_free() -> None:
                 raise DevenvError(f"port {address[1]} {why}; set {variable}") from exc
 
 
+# The queues a worker serves: saga steps and the tracker, upkeep, and each app's
+# reactions in choreographed sagas.
+WORKER_QUEUES = "sagas,maintenance,orders,payments,inventory"
+
 RATE_SETTINGS = ("ORDER_RATE_LIMIT", "LOGIN_RATE_LIMIT", "ANON_RATE_LIMIT")
 # Per second, so the history each throttle keeps stays short however many requests.
 UNTHROTTLED = "10000/s"
@@ -480,7 +484,7 @@ def system_processes(*, concurrency: int = 4) -> dict[str, list[str]]:
             "shop",
             "worker",
             "-Q",
-            "sagas,maintenance",
+            WORKER_QUEUES,
             f"-c{concurrency}",
             "-E",
             "--hostname=worker@%h",

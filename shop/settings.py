@@ -167,6 +167,7 @@ SPECTACULAR_SETTINGS = {
         "SagaStatusEnum": "sagas.models.SagaStatus",
         "StepStatusEnum": "sagas.models.StepStatus",
         "SagaEventKindEnum": "sagas.models.SagaEventKind",
+        "SagaModeEnum": "sagas.definitions.base.Mode",
     },
 }
 
@@ -235,6 +236,14 @@ CELERY_BEAT_SCHEDULE = {
         "task": "sagas.clean_outbox",
         "schedule": 3600.0,
     },
+    "clean-inboxes": {
+        "task": "sagas.clean_inboxes",
+        "schedule": 3600.0,
+    },
+    "clean-barriers": {
+        "task": "sagas.clean_barriers",
+        "schedule": 600.0,
+    },
     "clean-request-counts": {
         "task": "shop.clean_request_counts",
         "schedule": 3600.0,
@@ -262,6 +271,16 @@ SAGA_ATTENTION_ATTEMPTS = env.int("SAGA_ATTENTION_ATTEMPTS", default=10)
 SAGA_FAULTS = env("SAGA_FAULTS", default="")
 # Published outbox rows are kept this long, then deleted.
 MESSAGE_RETENTION_DAYS = env.int("MESSAGE_RETENTION_DAYS", default=7)
+# Handled messages are remembered this long: the window in which a copy is dropped.
+INBOX_RETENTION_DAYS = env.int("INBOX_RETENTION_DAYS", default=7)
+# Barriers of ended sagas are deleted after this long (a copy arriving later still
+# finds its saga ended and does nothing).
+BARRIER_RETENTION_DAYS = env.int("BARRIER_RETENTION_DAYS", default=1)
+# A choreographed saga's reaction that fails (not a business refusal) is retried this
+# many times with backoff; then the recovery sweep sends its event again.
+SAGA_REACTION_RETRIES = env.int("SAGA_REACTION_RETRIES", default=5)
+# How a purchase runs when its order does not say: orchestration, choreography or tcc.
+SAGA_DEFAULT_MODE = env("SAGA_DEFAULT_MODE", default="orchestration")
 
 # SHOP --------------------------------------------------------------------------------
 

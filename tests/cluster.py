@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from shop.devenv import redis_command
+from shop.devenv import WORKER_QUEUES, redis_command
 
 BASE = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -61,7 +61,7 @@ class Cluster:
             "shop",
             "worker",
             "-Q",
-            "sagas,maintenance",
+            WORKER_QUEUES,
             f"-c{self.concurrency}",
             f"--hostname={name}@%h",
             "-l",

@@ -418,9 +418,8 @@ def test_a_backlog_longer_than_every_deadline_cancels_no_healthy_order(start_clu
     assert max(waits) > 2 * (2 + 1)
     assert Order.objects.filter(status=OrderStatus.CONFIRMED).count() == len(sagas)
     assert not Saga.objects.filter(pk__in=sagas, events__kind=resent).exists()
-    assert set(
-        Saga.objects.filter(pk__in=sagas).values_list("generation", flat=True)
-    ) == {1}  # nothing made stale
+    # Nothing made stale: one dispatch each (none when choreographed).
+    assert not Saga.objects.filter(pk__in=sagas, generation__gt=1).exists()
     assert_consistent()
 
 

@@ -28,7 +28,12 @@ class Customer:
     client: APIClient = field(repr=False)
 
     def order(
-        self, items: dict[str, int], *, ship_to: str = "JP", key: str | None = None
+        self,
+        items: dict[str, int],
+        *,
+        ship_to: str = "JP",
+        key: str | None = None,
+        mode: str | None = None,
     ):
         """Place an order through the REST API; return the response."""
         body = {
@@ -36,6 +41,8 @@ class Customer:
             "payment_method_id": self.method_id,
             "ship_to": ship_to,
         }
+        if mode is not None:
+            body["mode"] = mode
         headers = {"HTTP_IDEMPOTENCY_KEY": key} if key else {}
         return self.client.post("/api/orders/", body, format="json", **headers)
 
@@ -94,12 +101,22 @@ def place(customer: Customer, items: dict[str, int], **kwargs) -> Saga:
     return Saga.objects.get(pk=response.json()["saga_id"])
 
 
-def place_batch(buyers: list[Customer], n: int, *, rare: bool = False) -> list[int]:
-    """Place ``n`` orders from threads; every fourth asks for RARE if ``rare``."""
+ALL_MODES = ("orchestration", "choreography", "tcc")
+
+
+def place_batch(
+    buyers: list[Customer],
+    n: int,
+    *,
+    rare: bool = False,
+    modes: tuple[str, ...] = ALL_MODES,
+) -> list[int]:
+    """Place ``n`` orders from threads, their sagas run in ``modes`` in turn; every
+    fourth asks for RARE if ``rare``."""
 
     def one(i: int) -> int:
         items = {"RARE": 1} if rare and i % 4 == 3 else {"TEA": 1 + i % 3}
-        return place(buyers[i % len(buyers)], items).pk
+        return place(buyers[i % len(buyers)], items, mode=modes[i % len(modes)]).pk
 
     return in_threads(one, range(n))
 
@@ -123,7 +140,7 @@ def assert_consistent() -> None:
 
 def wait_all_published(*, timeout: float) -> None:
     """Wait until the relay has published (or set aside) every outbox row."""
-    from sagas.relay import outbox_models
+    from sagas.messaging.outbox import outbox_models
 
     wait_until(
         lambda: (

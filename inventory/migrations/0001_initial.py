@@ -5,7 +5,7 @@ import django.db.models.expressions
 import uuid
 from django.db import migrations, models
 
-from sagas.outbox import outbox_notify_trigger
+from sagas.messaging.outbox import outbox_notify_trigger
 
 
 class Migration(migrations.Migration):

@@ -13,12 +13,14 @@ def order_make(
     items: list[dict] | None = None,
     ship_to: str = "JP",
     idempotency_key: str | None = None,
+    mode: str | None = None,
 ) -> Order:
     order, _ = order_place(
         customer=customer,
         items=items or [{"sku": "TEA", "quantity": 2}],
         payment_method_id=payment_method_id,
         ship_to=ship_to,
+        mode=mode,
         idempotency_key=idempotency_key,
     )
     return order

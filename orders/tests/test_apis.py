@@ -68,7 +68,8 @@ def test_place_order_is_accepted_and_writes_the_order_and_its_saga(world):
 
     assert response.status_code == 202, response.json()
     body = response.json()
-    assert set(body) == {"order_id", "saga_id", "status"}
+    assert set(body) == {"order_id", "saga_id", "status", "mode"}
+    assert body["mode"] == "orchestration"  # SAGA_DEFAULT_MODE
     assert body["status"] == "PENDING"
     order = Order.objects.get(pk=body["order_id"])
     assert order.customer == world.ann
@@ -102,6 +103,22 @@ def test_place_order_is_accepted_and_writes_the_order_and_its_saga(world):
         "inventory.OutboxMessage": 0,
         "payments.OutboxMessage": 0,
     }
+
+
+@pytest.mark.parametrize("mode", ["orchestration", "choreography", "tcc"])
+def test_the_order_says_how_its_purchase_runs(world, mode):
+    response = place(client_for(world.ann), valid_body(world, mode=mode))
+
+    assert response.status_code == 202, response.content
+    order = Order.objects.get(pk=response.json()["order_id"])
+    assert (order.mode, response.json()["mode"]) == (mode, mode)
+    assert Saga.objects.get(pk=order.saga_id).mode == mode
+
+
+def test_the_mode_defaults_to_the_setting(world, settings):
+    settings.SAGA_DEFAULT_MODE = "tcc"
+    response = place(client_for(world.ann), valid_body(world))
+    assert response.json()["mode"] == "tcc"
 
 
 def test_ship_to_defaults_to_japan(world):
@@ -340,6 +357,18 @@ BAD_FIELDS = [
             ("nul", "J\x00"),
         ]
     ],
+    # mode
+    *[
+        (f"mode-{name}", lambda w, value=value: valid_body(w, mode=value), "mode")
+        for name, value in [
+            ("unknown", "saga"),
+            ("capitalised", "TCC"),
+            ("empty", ""),
+            ("number", 1),
+            ("null", None),
+            ("list", ["tcc"]),
+        ]
+    ],
 ]
 
 
@@ -482,7 +511,7 @@ WEIRD = [None, True, 1.5, -1, 2**64, "", "x" * 100, "\x00", [], {}, [None], {"a"
 
 @pytest.mark.parametrize("weird", WEIRD, ids=repr)
 @pytest.mark.parametrize(
-    "slot", ["items", "item", "sku", "quantity", "payment_method_id", "ship_to"]
+    "slot", ["items", "item", "sku", "quantity", "payment_method_id", "ship_to", "mode"]
 )
 def test_no_odd_value_anywhere_gets_past_validation(world, slot, weird):
     body = valid_body(world)
@@ -604,6 +633,7 @@ def test_a_customer_reads_their_order(world):
     assert body == {
         "id": order.pk,
         "status": "PENDING",
+        "mode": "orchestration",
         "total": "21.00",
         "ship_to": "JP",
         "cancel_reason": "",

@@ -5,7 +5,7 @@ import uuid
 from django.conf import settings
 from django.db import migrations, models
 
-from sagas.outbox import outbox_notify_trigger
+from sagas.messaging.outbox import outbox_notify_trigger
 
 
 class Migration(migrations.Migration):

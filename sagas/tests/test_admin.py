@@ -20,7 +20,7 @@ import payments.models
 from inventory.services import product_create
 from orders.services import order_place
 from payments.services import account_create, payment_method_create
-from sagas import services
+from sagas import lifecycle
 from sagas.models import (
     OutboxMessage,
     Saga,
@@ -93,7 +93,7 @@ def _act(client, action: str, *sagas: Saga):
 
 def test_saga_pages_render_for_staff(admin_client, place):
     saga = place()
-    services.saga_cancel(saga_id=saga.pk, actor="someone", reason="testing")
+    lifecycle.saga_cancel(saga_id=saga.pk, actor="someone", reason="testing")
 
     assert _listed(admin_client.get(SAGAS)) == [saga.pk]
     page = admin_client.get(reverse("admin:sagas_saga_change", args=[saga.pk]))
@@ -327,7 +327,7 @@ def test_saga_changelist_queries_do_not_grow_with_rows(
     place()
     few = _changelist_queries(admin_client)
     for n in range(15):
-        services.saga_start(name="purchase", context={"order_id": 1000 + n})
+        lifecycle.saga_start(name="purchase", context={"order_id": 1000 + n})
 
     with django_assert_max_num_queries(len(few)):
         many = _changelist_queries(admin_client)

@@ -172,6 +172,7 @@ def test_staff_list_sagas_newest_first(world):
     assert set(body["results"][0]) == {
         "id",
         "name",
+        "mode",
         "status",
         "current_step",
         "error",

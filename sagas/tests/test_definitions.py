@@ -3,7 +3,7 @@
 import pytest
 
 from sagas import faults, registry
-from sagas.definitions import FOREVER, Phase, RetryPolicy, SagaDefinition, Step
+from sagas.definitions import FOREVER, Mode, Phase, RetryPolicy, SagaDefinition, Step
 from sagas.exceptions import DefinitionError
 
 
@@ -20,20 +20,48 @@ def undo_other(context):
 
 
 @pytest.mark.parametrize(
-    ("steps", "problem"),
+    ("steps", "problem", "step"),
     [
-        ((), "at least one step"),
-        ((Step("a", act), Step("a", act)), "unique"),
-        ((Step("Bad Name", act),), "lower_snake_case"),
-        ((Step("a", act, pivot=True), Step("b", act, pivot=True)), "at most one"),
-        ((Step("a", act, compensate=undo, pivot=True),), "cannot be compensated"),
-        ((Step("a", act, pivot=True), Step("b", act, compensate=undo)), "cannot be"),
-        ((Step("a", act, compensate=undo), Step("b", act, compensate=undo)), "collide"),
+        ((), "at least one step", None),
+        ((Step("a", act, compensate=undo), Step("a", act)), "two steps", "a"),
+        ((Step("Bad Name", act),), "lower_snake_case", "Bad Name"),
+        (
+            (Step("a", act, pivot=True), Step("b", act, pivot=True)),
+            "at most one",
+            "b",
+        ),
+        ((Step("a", act, compensate=undo, pivot=True),), "cannot be compensated", "a"),
+        ((Step("a", act), Step("b", act, pivot=True)), "needs a compensation", "a"),
+        (
+            (Step("a", act, pivot=True), Step("b", act, compensate=undo)),
+            "cannot be compensated",
+            "b",
+        ),
+        (
+            (Step("a", act, pivot=True), Step("b", act, retry=RetryPolicy())),
+            "retry policy without a limit",
+            "b",
+        ),
+        ((Step("a", act, timeout=0),), "positive number of seconds", "a"),
+        (
+            (
+                Step("a", act, compensate=undo),
+                Step("b", act, compensate=undo),
+                Step("c", act, pivot=True),
+            ),
+            "collide",
+            None,
+        ),
     ],
 )
-def test_a_definition_that_cannot_run_is_refused(steps, problem):
-    with pytest.raises(DefinitionError, match=problem):
-        SagaDefinition(name="broken", steps=steps)
+def test_a_definition_that_cannot_run_is_refused_naming_saga_and_step(
+    steps, problem, step
+):
+    with pytest.raises(DefinitionError, match=problem) as refused:
+        SagaDefinition(name="broken", steps=steps).validate()
+    assert "saga 'broken' (orchestration)" in str(refused.value)
+    if step is not None:
+        assert f"step {step!r}" in str(refused.value)
 
 
 def test_the_default_retry_policy_backs_off_1_2_4_seconds_then_gives_up():
@@ -75,10 +103,14 @@ def test_the_purchase_saga_runs_as_readable_tasks():
         assert unit.task.queue == "sagas"
 
 
-def test_registering_a_second_saga_under_a_taken_name_is_refused():
+def test_registering_a_second_saga_under_a_taken_name_and_mode_is_refused():
     clash = SagaDefinition(name="purchase", steps=(Step("a", act),))
     with pytest.raises(DefinitionError, match="already registered"):
         registry.register(clash)
+
+
+def test_the_purchase_is_defined_in_all_three_modes():
+    assert {d.mode for d in registry.definitions() if d.name == "purchase"} == set(Mode)
 
 
 @pytest.mark.parametrize(

@@ -17,9 +17,8 @@ from inventory.tests.factories import product_make
 from orders.models import Order, OrderStatus
 from orders.tests.factories import order_make
 from payments.tests.factories import customer_make
-from sagas import probes, registry, services
+from sagas import lifecycle, probes, recovery, registry, selectors
 from sagas.definitions import Phase, SagaDefinition, Step
-from sagas.dispatch import dispatch_signature
 from sagas.exceptions import ActionNotAllowed, StepTimeout, TransientError
 from sagas.failures import FailureKind, classify, failure_of
 from sagas.models import (
@@ -31,7 +30,9 @@ from sagas.models import (
     SagaStatus,
     StepStatus,
 )
-from sagas.services import StepOutcome
+from sagas.orchestration import engine
+from sagas.orchestration.engine import StepOutcome
+from sagas.orchestration.tasks import dispatch_signature
 from shop.states import InvalidTransition
 
 pytestmark = pytest.mark.django_db
@@ -58,7 +59,7 @@ def run(
     task_id="t",
 ):
     """What a step task does: by default as the saga's live chain would."""
-    return services.saga_step_run(
+    return engine.saga_step_run(
         saga_id=saga.pk,
         generation=generation or live_generation(saga),
         definition=definition,
@@ -79,7 +80,7 @@ def fail(
     task_id="t",
 ):
     """What the errback and record_failure do when a step raises ``error``."""
-    services.saga_step_failed(
+    engine.saga_step_failed(
         saga_id=saga.pk,
         generation=generation or live_generation(saga),
         definition=definition,
@@ -126,7 +127,7 @@ def test_a_saga_started_in_a_rolled_back_transaction_leaves_nothing():
     product_make(sku="TEA")
     user, _ = customer_make()
     with pytest.raises(RuntimeError), transaction.atomic():
-        services.saga_start(name="purchase", context={"order_id": 1}, owner_id=user.pk)
+        lifecycle.saga_start(name="purchase", context={"order_id": 1}, owner_id=user.pk)
         raise RuntimeError("the caller fails after starting the saga")
     assert not Saga.objects.exists()
     assert not OutboxMessage.objects.exists()
@@ -238,7 +239,7 @@ def test_a_saga_whose_steps_no_longer_match_its_definition_is_left_alone(saga):
     assert "no longer match the definition" in saga.attention
     assert saga.steps.get(index=CHARGE).status == StepStatus.PENDING  # nothing ran
     with pytest.raises(ActionNotAllowed, match="no longer match"):
-        services.saga_cancel(saga_id=saga.pk, actor="ops")
+        lifecycle.saga_cancel(saga_id=saga.pk, actor="ops")
 
 
 def test_an_outage_after_the_pivot_is_retried_and_shows_it_needs_attention(
@@ -252,7 +253,7 @@ def test_an_outage_after_the_pivot_is_retried_and_shows_it_needs_attention(
     saga = fail(saga, CONFIRM, TransientError("orders down"))
     assert saga.status == SagaStatus.RUNNING  # still retried: outages end
     assert "confirm_order has failed 3 times" in saga.attention
-    needing = services.selectors.sagas_needing_attention(now=timezone.now())
+    needing = selectors.sagas_needing_attention(now=timezone.now())
     assert needing["attention"] == 1
     assert saga.events.filter(kind=SagaEventKind.ATTENTION).count() == 1
     fail(saga, CONFIRM, TransientError("orders down"))  # flagged once, not again
@@ -282,7 +283,7 @@ def test_a_timeout_before_the_pivot_compensates_and_after_it_retries(saga):
     assert saga.status == SagaStatus.RUNNING  # past the pivot: only forward
     assert dispatches(saga)[-1]["topic"] == "SagaStepRetry"
     with pytest.raises(ActionNotAllowed, match="pivot"):
-        services.saga_cancel(saga_id=saga.pk, actor="ops")
+        lifecycle.saga_cancel(saga_id=saga.pk, actor="ops")
 
     product_make(sku="MATE", units=5)
     user, method = customer_make(username="bo")
@@ -304,9 +305,9 @@ def test_a_business_error_after_the_pivot_needs_an_operator(saga, caplog):
     assert saga.status == SagaStatus.FAILED
     assert "needs attention" in caplog.text and str(saga.pk) in caplog.text
     with pytest.raises(ActionNotAllowed, match="only a running saga"):
-        services.saga_cancel(saga_id=saga.pk, actor="ops")
+        lifecycle.saga_cancel(saga_id=saga.pk, actor="ops")
 
-    services.saga_retry(saga_id=saga.pk, actor="ops")
+    lifecycle.saga_retry(saga_id=saga.pk, actor="ops")
     saga.refresh_from_db()
     assert saga.status == SagaStatus.RUNNING
     assert dispatches(saga)[-1]["topic"] == "SagaRetriedByOperator"
@@ -321,7 +322,7 @@ def test_a_compensation_that_keeps_failing_fails_the_saga_and_can_be_retried(sag
     assert saga.status == SagaStatus.FAILED
     assert saga.steps.get(index=CHARGE).compensation_attempts == 4
 
-    services.saga_retry(saga_id=saga.pk, actor="ops")
+    lifecycle.saga_retry(saga_id=saga.pk, actor="ops")
     saga.refresh_from_db()
     assert saga.status == SagaStatus.COMPENSATING
     assert dispatches(saga)[-1]["steps"] == [CHARGE]
@@ -335,7 +336,7 @@ def test_a_compensation_that_keeps_failing_fails_the_saga_and_can_be_retried(sag
 
 def test_an_operator_cancel_compensates_a_running_saga(saga):
     run(saga, CHARGE)
-    services.saga_cancel(saga_id=saga.pk, actor="ops", reason="fraud check")
+    lifecycle.saga_cancel(saga_id=saga.pk, actor="ops", reason="fraud check")
     saga.refresh_from_db()
     assert saga.status == SagaStatus.COMPENSATING
     assert "cancelled by ops: fraud check" in saga.error
@@ -344,7 +345,7 @@ def test_an_operator_cancel_compensates_a_running_saga(saga):
     assert run(saga, RESERVE) is StepOutcome.STALE  # its queued message is ignored
     assert saga.events.filter(kind=SagaEventKind.OPERATOR_CANCEL, actor="ops").exists()
     with pytest.raises(ActionNotAllowed):
-        services.saga_retry(saga_id=saga.pk, actor="ops")
+        lifecycle.saga_retry(saga_id=saga.pk, actor="ops")
 
 
 def test_a_step_that_committed_before_its_task_failed_sends_on_what_follows(saga):
@@ -405,7 +406,7 @@ def test_overdue_work_still_in_the_outbox_is_waited_for(saga):
     OutboxMessage.objects.update(published_at=None)  # the relay has not sent it yet
     queues_consumed(sent_ago=1800)
 
-    assert services.sagas_recover() == 1
+    assert recovery.sagas_recover() == 1
 
     saga.refresh_from_db()
     assert (recovered(saga), saga.recoveries) == (0, 0)
@@ -419,11 +420,11 @@ def test_overdue_work_is_never_resent_while_the_queues_may_still_hold_it(saga):
     overdue(saga)
     generation = live_generation(saga)
     for _ in range(8):
-        services.sagas_recover()
+        recovery.sagas_recover()
     assert QueueProbe.objects.filter(sent_at__isnull=False).exists()  # one was sent
     queues_consumed(sent_ago=7200)  # a probe sent before the saga's work arrived
     for _ in range(8):
-        services.sagas_recover()
+        recovery.sagas_recover()
 
     saga.refresh_from_db()
     assert (recovered(saga), saga.recoveries) == (0, 0)
@@ -436,7 +437,7 @@ def test_work_sent_before_the_queues_were_consumed_was_lost_and_is_resent(saga):
     generation = live_generation(saga)
     queues_consumed(sent_ago=1800)
 
-    assert services.sagas_recover() == 1
+    assert recovery.sagas_recover() == 1
 
     saga.refresh_from_db()
     assert (recovered(saga), saga.recoveries) == (1, 1)
@@ -445,7 +446,7 @@ def test_work_sent_before_the_queues_were_consumed_was_lost_and_is_resent(saga):
     assert (resent["topic"], resent["generation"]) == ("SagaRecovered", generation)
     assert saga.generation == generation
     assert saga.deadline_at > timezone.now()
-    assert services.sagas_recover() == 0  # not overdue any more
+    assert recovery.sagas_recover() == 0  # not overdue any more
 
 
 def test_work_sent_just_before_a_probe_is_not_proven_lost(saga, settings):
@@ -453,7 +454,7 @@ def test_work_sent_just_before_a_probe_is_not_proven_lost(saga, settings):
     # a probe must follow the work by the grace to prove it lost.
     overdue(saga, sent_ago=1800 + settings.SAGA_RECOVERY_GRACE / 2)
     queues_consumed(sent_ago=1800)
-    services.sagas_recover()
+    recovery.sagas_recover()
     assert recovered(saga) == 0
 
 
@@ -463,17 +464,17 @@ def test_work_that_waited_out_a_countdown_needs_a_longer_settled_probe(saga, set
     fail(saga, CHARGE, TransientError("gateway"))
     overdue(saga)
     queues_consumed(sent_ago=1800, seen_ago=settings.SAGA_RECOVERY_GRACE + 1)
-    services.sagas_recover()
+    recovery.sagas_recover()
     assert recovered(saga) == 0
     queues_consumed(sent_ago=1800, seen_ago=600)
-    services.sagas_recover()
+    recovery.sagas_recover()
     assert recovered(saga) == 1
 
 
 def test_a_probe_counts_only_once_it_has_settled(saga):
     overdue(saga)
     queues_consumed(sent_ago=1800, seen_ago=0)  # just seen: a message taken before
-    services.sagas_recover()  # it may not have started yet
+    recovery.sagas_recover()  # it may not have started yet
     assert recovered(saga) == 0
 
 
@@ -483,7 +484,7 @@ def test_a_probe_arriving_every_sweep_does_not_hide_the_one_that_settled(saga):
     overdue(saga)
     queues_consumed(sent_ago=1800, seen_ago=60)
     queues_consumed(sent_ago=5, seen_ago=0)
-    services.sagas_recover()
+    recovery.sagas_recover()
     assert recovered(saga) == 1
 
 
@@ -491,7 +492,7 @@ def test_work_lost_again_and_again_counts_as_a_timeout(saga, settings):
     overdue(saga)
     queues_consumed(sent_ago=1800)
     Saga.objects.filter(pk=saga.pk).update(recoveries=settings.SAGA_MAX_RECOVERIES)
-    services.sagas_recover()
+    recovery.sagas_recover()
     saga.refresh_from_db()
     assert saga.status == SagaStatus.COMPENSATING
     assert "its work was lost" in saga.error
@@ -502,7 +503,7 @@ def test_recovery_counts_from_when_the_relay_sent_the_work(saga):
     overdue(saga, sent_ago=3600, published_ago=0)  # the relay only just sent it
     queues_consumed(sent_ago=1800)
 
-    services.sagas_recover()
+    recovery.sagas_recover()
 
     saga.refresh_from_db()
     assert saga.recoveries == 0  # not sent again: it only just went out
@@ -516,11 +517,11 @@ def test_work_that_can_never_be_sent_needs_attention(saga):
     )
     queues_consumed(sent_ago=1800)
 
-    services.sagas_recover()
+    recovery.sagas_recover()
 
     saga.refresh_from_db()
     assert "its work cannot be sent: no saga 'gone'" in saga.attention
-    needing = services.selectors.sagas_needing_attention(now=timezone.now())
+    needing = selectors.sagas_needing_attention(now=timezone.now())
     assert needing["attention"] == 1
 
 
@@ -562,7 +563,7 @@ NO_HOOK = registry.register(
 
 
 def test_a_saga_without_an_end_hook_still_finishes_compensating():
-    saga = services.saga_start(name="test_no_hook", context={})
+    saga = lifecycle.saga_start(name="test_no_hook", context={})
     run(saga, 0, definition=NO_HOOK)
     saga = fail(saga, 1, InsufficientStock("X", 1, 0), definition=NO_HOOK)
     backward = OutboxMessage.objects.filter(topic="SagaCompensating").get()
@@ -604,7 +605,7 @@ def test_one_broken_saga_does_not_stop_the_recovery_of_the_others(saga):
     past = timezone.now() - timedelta(seconds=1)
     ghost = Saga.objects.create(name="no_longer_defined", deadline_at=past)
 
-    assert services.sagas_recover() == 2
+    assert recovery.sagas_recover() == 2
 
     saga.refresh_from_db()
     assert saga.recoveries == 1
@@ -627,7 +628,7 @@ def test_the_end_hook_has_its_own_retry_budget_renewed_by_an_operator(saga):
         saga = fail(saga, -1, TransientError("orders down"), Phase.END)
     assert (saga.status, saga.end_attempts) == (SagaStatus.FAILED, 4)
 
-    services.saga_retry(saga_id=saga.pk, actor="ops")
+    lifecycle.saga_retry(saga_id=saga.pk, actor="ops")
     saga = fail(saga, -1, TransientError("still down"), Phase.END)
     assert (saga.status, saga.end_attempts) == (SagaStatus.COMPENSATING, 1)
 
@@ -649,7 +650,7 @@ SLOW = registry.register(
     SagaDefinition(
         name="test_slow",
         steps=(
-            Step("slow_in_python", slow_in_python, timeout=0.2),
+            Step("slow_in_python", slow_in_python, timeout=0.2, pivot=True),
             Step("slow_in_sql", slow_in_sql, timeout=0.2),
         ),
     )
@@ -658,7 +659,7 @@ SLOW = registry.register(
 
 @pytest.mark.django_db(transaction=True)
 def test_a_step_that_overran_its_deadline_does_not_commit():
-    saga = services.saga_start(name="test_slow", context={})
+    saga = lifecycle.saga_start(name="test_slow", context={})
     with pytest.raises(StepTimeout):
         run(saga, 0, definition=SLOW)
     assert not OutboxMessage.objects.filter(topic="SlowStepWrote").exists()
@@ -667,7 +668,7 @@ def test_a_step_that_overran_its_deadline_does_not_commit():
 
 @pytest.mark.django_db(transaction=True)
 def test_a_database_wait_past_the_deadline_is_cut_off_as_a_timeout():
-    saga = services.saga_start(name="test_slow", context={})
+    saga = lifecycle.saga_start(name="test_slow", context={})
     Saga.objects.filter(pk=saga.pk).update(current_step=1)
     started = time.monotonic()
     with pytest.raises(OperationalError) as caught:

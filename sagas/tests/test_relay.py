@@ -3,8 +3,8 @@
 import pytest
 from django.utils import timezone
 
+from sagas.messaging.relay import outbox_relay
 from sagas.models import OutboxMessage
-from sagas.relay import outbox_relay
 
 pytestmark = pytest.mark.django_db
 

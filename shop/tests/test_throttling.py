@@ -329,7 +329,8 @@ def test_the_demo_waits_out_a_429_and_sends_again(settings, live_server):
     answers = [api.call_timed("POST", "/api/orders/", token, body) for _ in range(3)]
 
     assert [status for status, _, _ in answers] == [202, 202, 202]
-    # The second and third each waited out a Retry-After of a second.
-    assert time.monotonic() - started >= 1.5
+    # At least one of them was refused and waited out its Retry-After (a second at
+    # least: the rest of the rate's one-second window, rounded up).
+    assert time.monotonic() - started >= 1.0
     sent = [sent_at for _, _, sent_at in answers]
     assert sent[2] - sent[1] >= 0.9

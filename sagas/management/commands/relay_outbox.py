@@ -6,7 +6,7 @@ from argparse import ArgumentTypeError
 
 from django.core.management.base import BaseCommand
 
-from sagas.relay import relay_forever
+from sagas.messaging.relay import relay_forever
 
 
 class Command(BaseCommand):

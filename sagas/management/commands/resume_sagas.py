@@ -2,8 +2,8 @@
 
 from django.core.management.base import BaseCommand
 
-from sagas.relay import outbox_relay
-from sagas.services import sagas_recover
+from sagas.messaging.relay import outbox_relay
+from sagas.recovery import sagas_recover
 
 
 class Command(BaseCommand):

@@ -1,6 +1,7 @@
-"""Saga definitions as data: ordered steps, each an action with an optional undo.
+"""Orchestrated sagas as data: ordered steps, each an action with an optional undo.
 
-A definition reads top-down like the business process it runs::
+The engine runs the steps in turn (sagas.orchestration). A definition reads top-down
+like the business process it runs::
 
     SagaDefinition(
         name="purchase",
@@ -19,19 +20,17 @@ point of no return: once it succeeds, the steps after it are retried until they 
 """
 
 import random
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cached_property
+from typing import ClassVar
 
-from sagas.exceptions import DefinitionError
+from sagas.definitions.base import Mode, check_names, fail
 
 Action = Callable[[dict], dict | None]
 Compensation = Callable[[dict], None]
 EndHook = Callable[[dict, str], None]
-
-_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
 class Phase(StrEnum):
@@ -85,9 +84,10 @@ class SagaDefinition:
     on_compensated: EndHook | None = None
     compensation_retry: RetryPolicy = field(default=DEFAULT_RETRY)
 
+    mode: ClassVar[Mode] = Mode.ORCHESTRATION
+
     def __post_init__(self) -> None:
         object.__setattr__(self, "steps", tuple(self.steps))
-        _validate(self)
 
     @cached_property
     def pivot_index(self) -> int | None:
@@ -103,6 +103,20 @@ class SagaDefinition:
         if step.retry is not None:
             return step.retry
         return FOREVER if self.is_after_pivot(index) else DEFAULT_RETRY
+
+    def to_compensate(
+        self, *, succeeded: list[bool], compensated: list[bool]
+    ) -> list[int]:
+        """The steps still to undo, newest first: the succeeded ones that can be."""
+        return [
+            i
+            for i in reversed(range(len(self.steps)))
+            if succeeded[i] and self.steps[i].compensate
+        ]
+
+    def barrier(self, index: int, phase: Phase) -> tuple[str, str] | None:
+        """The (branch, op) barrier a unit passes before its work: none here."""
+        return None
 
     def task_name(self, index: int, phase: Phase) -> str:
         """The task name shown in Flower, e.g. ``purchase.refund_payment``."""
@@ -122,23 +136,52 @@ class SagaDefinition:
         ]
         return [*units, (-1, Phase.END)]
 
+    @property
+    def step_names(self) -> list[str]:
+        return [step.name for step in self.steps]
 
-def _validate(definition: SagaDefinition) -> None:
-    def fail(problem: str) -> None:
-        raise DefinitionError(f"saga {definition.name!r}: {problem}")
+    def validate(self) -> None:
+        """Raise DefinitionError, naming the saga and the step, if it cannot run."""
+        check_names(self, self.step_names)
+        pivots = [s.name for s in self.steps if s.pivot]
+        if len(pivots) > 1:
+            fail(self, "at most one step can be the pivot", pivots[1])
+        self._check_compensations()
+        self._check_policies()
+        task_names = [self.task_name(i, p) for i, p in self.tasks()]
+        if len(set(task_names)) != len(task_names):
+            fail(self, f"task names collide: {sorted(task_names)}")
 
-    if not _NAME.match(definition.name):
-        fail("name must be lower_snake_case")
-    if not definition.steps:
-        fail("needs at least one step")
-    names = [s.name for s in definition.steps]
-    if len(set(names)) != len(names) or not all(_NAME.match(n) for n in names):
-        fail("step names must be unique and lower_snake_case")
-    pivots = [i for i, s in enumerate(definition.steps) if s.pivot]
-    if len(pivots) > 1:
-        fail("at most one step can be the pivot")
-    if pivots and any(s.compensate for s in definition.steps[pivots[0] :]):
-        fail("the pivot and the steps after it cannot be compensated")
-    task_names = [definition.task_name(i, p) for i, p in definition.tasks()]
-    if len(set(task_names)) != len(task_names):
-        fail(f"task names collide: {sorted(task_names)}")
+    def _check_compensations(self) -> None:
+        # Before the pivot every step can be undone, or a failure after it would
+        # leave its work in place; with no pivot, the last step is the point of no
+        # return. The pivot and the steps after it only go forward.
+        pivot = self.pivot_index
+        last_undoable = (pivot if pivot is not None else len(self.steps) - 1) - 1
+        for index, step in enumerate(self.steps):
+            if index <= last_undoable and step.compensate is None:
+                fail(self, "a step before the pivot needs a compensation", step.name)
+            if index > last_undoable and step.compensate is not None:
+                fail(
+                    self,
+                    "the pivot and the steps after it cannot be compensated",
+                    step.name,
+                )
+
+    def _check_policies(self) -> None:
+        for index, step in enumerate(self.steps):
+            if step.timeout is not None and step.timeout <= 0:
+                fail(
+                    self, "its timeout must be a positive number of seconds", step.name
+                )
+            # After the pivot there is no going back: giving up would leave the
+            # purchase half done, so such a step must be retried until it succeeds.
+            if (
+                self.is_after_pivot(index)
+                and self.retry_policy(index, Phase.ACTION).max_retries is not None
+            ):
+                fail(
+                    self,
+                    "a step after the pivot needs a retry policy without a limit",
+                    step.name,
+                )

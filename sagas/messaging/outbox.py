@@ -1,14 +1,21 @@
 """The transactional outbox all apps share: one abstract table, one line per app.
 
 A service writes its domain rows and its outbox row in one transaction, so an event
-exists if and only if the change it announces committed. The relay (sagas.relay)
-publishes pending rows afterwards, woken by a NOTIFY PostgreSQL delivers at commit.
+exists if and only if the change it announces committed. The relay
+(sagas.messaging.relay) publishes pending rows afterwards, woken by a NOTIFY
+PostgreSQL delivers at commit. A row nobody subscribes to is written as already
+handled: the relay never reads it and its commit wakes no one.
 """
 
 import uuid
 
+from django.apps import apps
 from django.db import migrations, models
 from django.db.models import Q
+from django.utils import timezone
+
+from sagas.messaging import subscriptions
+from sagas.messaging.correlation import current, note_emitted
 
 NOTIFY_CHANNEL = "outbox"
 
@@ -18,6 +25,9 @@ class AbstractOutboxMessage(models.Model):
     topic = models.CharField(max_length=100)
     aggregate_id = models.CharField(max_length=100)
     payload = models.JSONField(default=dict)
+    # Travels with the message: the saga it belongs to, its mode, the step at work.
+    headers = models.JSONField(default=dict)
+    saga_id = models.PositiveBigIntegerField(null=True, blank=True)  # from headers
     created_at = models.DateTimeField(auto_now_add=True)
     published_at = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveIntegerField(default=0)
@@ -40,6 +50,12 @@ class AbstractOutboxMessage(models.Model):
             models.Index(
                 fields=["aggregate_id"], name="%(app_label)s_outbox_aggregate"
             ),
+            # A saga's own events, found again by the recovery sweep.
+            models.Index(
+                fields=["saga_id", "topic"],
+                name="%(app_label)s_outbox_saga",
+                condition=Q(saga_id__isnull=False),
+            ),
         ]
 
     def __str__(self) -> str:
@@ -60,10 +76,22 @@ def outbox_emit(
     topic: str,
     aggregate_id: object,
     payload: dict,
+    headers: dict | None = None,
 ) -> AbstractOutboxMessage:
-    """Write one event; call it inside the transaction of the change it announces."""
+    """Write one event; call it inside the transaction of the change it announces.
+
+    It carries the headers of the saga at work (sagas.messaging.correlation).
+    """
+    headers = {**current(), **(headers or {})}
+    note_emitted(topic)
+    wanted = subscriptions.wanted(topic, headers)
     return model.objects.create(
-        topic=topic, aggregate_id=str(aggregate_id), payload=payload
+        topic=topic,
+        aggregate_id=str(aggregate_id),
+        payload=payload,
+        headers=headers,
+        saga_id=headers.get("saga_id"),
+        published_at=None if wanted else timezone.now(),
     )
 
 
@@ -90,3 +118,16 @@ def outbox_notify_trigger(table: str) -> migrations.RunSQL:
             DROP FUNCTION IF EXISTS {function}();
         """,
     )
+
+
+def outbox_models() -> list[type[AbstractOutboxMessage]]:
+    return [m for m in apps.get_models() if issubclass(m, AbstractOutboxMessage)]
+
+
+def outbox_republish(rows: list[AbstractOutboxMessage]) -> None:
+    """Send rows again (a loss the recovery sweep proved): the relay takes them as it
+    takes new ones; every consumer drops a copy it already handled (its inbox)."""
+    for row in rows:
+        type(row).objects.filter(pk=row.pk).update(
+            published_at=None, next_attempt_at=None, dead_at=None
+        )

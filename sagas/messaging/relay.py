@@ -12,6 +12,7 @@ dead, for an operator, instead of being retried forever.
 """
 
 import contextlib
+import functools
 import logging
 import select
 import time
@@ -20,19 +21,20 @@ from datetime import timedelta
 
 import psycopg2
 from celery import current_app
-from django.apps import apps
 from django.conf import settings
 from django.db import close_old_connections, connections, transaction
 from django.db.models import F
 from django.utils import timezone
 
 from sagas import selectors
-from sagas.outbox import NOTIFY_CHANNEL, AbstractOutboxMessage
+from sagas.messaging import subscriptions
+from sagas.messaging.outbox import (
+    NOTIFY_CHANNEL,
+    AbstractOutboxMessage,
+    outbox_models,
+)
 
 logger = logging.getLogger(__name__)
-
-Publisher = Callable[..., None]  # (message, producer, **publish_options)
-_routes: dict[str, Publisher] = {}
 
 
 class Undeliverable(Exception):
@@ -41,24 +43,6 @@ class Undeliverable(Exception):
 
 # After a failed publish a row waits this long, doubling per attempt, up to a minute.
 _FIRST_BACKOFF, _MAX_BACKOFF = 0.5, 60.0
-
-
-def route(*topics: str) -> Callable[[Publisher], Publisher]:
-    """Register how events of ``topics`` reach the broker.
-
-    A topic without a route has no subscriber: the relay marks its rows published
-    without sending anything."""
-
-    def register(publisher: Publisher) -> Publisher:
-        for topic in topics:
-            _routes[topic] = publisher
-        return publisher
-
-    return register
-
-
-def outbox_models() -> list[type[AbstractOutboxMessage]]:
-    return [m for m in apps.get_models() if issubclass(m, AbstractOutboxMessage)]
 
 
 def outbox_relay(
@@ -91,14 +75,15 @@ def _relay_batch(
         with contextlib.ExitStack() as stack:
             producer = None
             for row in rows:
-                publisher = _routes.get(row.topic)
-                if publisher is not None:
+                takers = _takers(row)
+                if takers:
                     # Row locks are held while the broker is called: keep batches small.
                     producer = producer or stack.enter_context(
                         current_app.producer_or_acquire()
                     )
                     try:
-                        publisher(row, producer, **_publish_options())
+                        for send in takers:
+                            send(row, producer, **_publish_options())
                     except Undeliverable as exc:
                         _bury(row, exc, now)
                         continue
@@ -108,6 +93,42 @@ def _relay_batch(
                 done.append(row.pk)
         # Stamped once the broker has taken them: recovery proves a loss against it.
         return len(_mark_published(model, done, timezone.now())), True
+
+
+def _takers(row: AbstractOutboxMessage) -> list:
+    """What sends this row: the engine's route for its topic, and one delivery per
+    app subscribed to it. Sent again as a whole if one fails: every taker tolerates
+    a duplicate (an inbox, or the saga lock)."""
+    takers = []
+    if (publisher := subscriptions.publisher(row.topic)) is not None:
+        takers.append(publisher)
+    for subscription in subscriptions.subscribers(row.topic, row.headers):
+        takers.append(functools.partial(_deliver, subscription))
+    return takers
+
+
+def _deliver(subscription, row: AbstractOutboxMessage, producer, **options) -> None:
+    """One task message for one subscriber, keyed by the row's own message id."""
+    current_app.send_task(
+        subscription.task_name,
+        args=(message_of(row),),
+        queue=subscription.queue,
+        producer=producer,
+        headers={"saga_id": row.saga_id},
+        **options,
+    )
+
+
+def message_of(row: AbstractOutboxMessage) -> dict:
+    """An outbox row as it travels: JSON, with the id its consumers dedupe by."""
+    return {
+        "message_id": str(row.message_id),
+        "topic": row.topic,
+        "aggregate_id": row.aggregate_id,
+        "payload": row.payload,
+        "headers": row.headers,
+        "created_at": row.created_at.isoformat(),
+    }
 
 
 def _publish_options() -> dict:

@@ -1,0 +1,96 @@
+"""Writes to saga records that every mode makes alike: the audit trail, deadlines,
+the attention flag. Callers hold the saga's row lock (or its own transaction)."""
+
+import logging
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.utils import timezone
+
+from sagas.models import Saga, SagaEvent, SagaEventKind, SagaStatus
+
+logger = logging.getLogger("sagas")
+
+# A saga the recovery sweep could not handle (a bug, a removed definition) is looked at
+# again after this long, so that it does not hold the front of every sweep.
+BROKEN_SAGA_BACKOFF = 300.0
+
+
+def log(saga: Saga, kind: str, step_name: str, detail: str, *, actor="system") -> None:
+    SagaEvent.objects.create(
+        saga=saga, kind=kind, step_name=step_name, detail=detail[:4000], actor=actor
+    )
+
+
+def save(saga: Saga, *fields: str) -> None:
+    saga.save(update_fields=[*fields, "updated_at"])
+
+
+def mark_sent(
+    saga: Saga,
+    timeout: float,
+    *,
+    at: datetime | None = None,
+    countdown: float = 0.0,
+) -> None:
+    """Record that the saga's next work goes to the broker now (or ``at``), to start
+    after ``countdown``: the time recovery proves a loss against, and the deadline
+    (a ``timeout`` later, plus the grace) by which it is overdue."""
+    saga.sent_at = (at or timezone.now()) + timedelta(seconds=countdown)
+    allowed = timeout + settings.SAGA_RECOVERY_GRACE
+    saga.deadline_at = saga.sent_at + timedelta(seconds=allowed)
+
+
+def flag(saga: Saga, why: str) -> None:
+    """Mark a saga that cannot move on its own as needing an operator (logged once)."""
+    if not saga.attention:
+        log(saga, SagaEventKind.ATTENTION, "", why)
+        logger.warning(
+            "saga %s (%s) needs attention: %s",
+            saga.pk,
+            saga.name,
+            why,
+            extra={"saga_id": saga.pk},
+        )
+    saga.attention = why[:2000]
+
+
+def flag_broken(saga: Saga, now: datetime, why: str) -> None:
+    """A saga the sweep cannot handle: an operator must look, and the sweep later."""
+    backoff = timedelta(seconds=BROKEN_SAGA_BACKOFF)
+    Saga.objects.filter(pk=saga.pk).update(deadline_at=now + backoff, attention=why)
+    if saga.attention != why:
+        log(saga, SagaEventKind.ATTENTION, "", why)
+
+
+def fail(saga: Saga, reason: str) -> None:
+    """Give up: neither forward nor back can finish without an operator."""
+    saga.move_to(SagaStatus.FAILED)
+    saga.error, saga.deadline_at, saga.recoveries = reason, None, 0
+    save(saga, "status", "error", "deadline_at", "recoveries")
+    log(saga, SagaEventKind.FAILED, "", reason)
+    logger.error(
+        "saga %s (%s) FAILED and needs attention: %s",
+        saga.pk,
+        saga.name,
+        reason,
+        extra={"saga_id": saga.pk},
+    )
+
+
+def changed_steps(steps, definition) -> str:
+    """Why a saga's recorded steps no longer fit its definition, or "" if they do.
+
+    Steps are addressed by position: if a definition's steps were reordered, renamed,
+    added or removed while the saga ran, position i would now run another step's
+    action or compensation (a shipment for an order never charged, a refund where a
+    release was owed). Such a saga is left to an operator, untouched.
+    """
+    recorded = [step.name for step in steps]
+    defined = list(definition.step_names)
+    if recorded == defined:
+        return ""
+    return (
+        f"its recorded steps {recorded} no longer match the definition "
+        f"{definition.name!r} {defined}: finish it by hand"
+    )

@@ -1,0 +1,178 @@
+"""What an app does on another app's event, and how each such reaction is run.
+
+An app declares its reactions in ``<app>/handlers.py`` with ``reacts_to``. Each runs
+in one transaction with the app's inbox row (a second copy of the message does
+nothing) and the step's barrier (sagas.barriers), and writes its outcome event to
+the app's outbox in that same transaction:
+
+    act   the step's work; a BusinessError becomes the step's failure event, and if
+          the work wrote no success event, the step's success event is written
+    undo  undo the step's work, then announce it undone; a step whose work never ran
+          announces it all the same, and is fenced so that it never will run. On the
+          step's own failure event it only fences (the failure announces itself)
+    end   end an undone saga (the order cancelled), once
+
+The failure's words travel in the messages' headers (``reason``), so the app that
+ends the saga can say why, whichever app refused.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from django.apps import apps
+from django.db import transaction
+
+from sagas import barriers, bookkeeping, registry, selectors
+from sagas.definitions import Mode
+from sagas.definitions.choreography import END, Choreography, Role
+from sagas.exceptions import BusinessError
+from sagas.failures import PUBLIC_REASONS, FailureKind
+from sagas.messaging.correlation import collecting, correlated
+from sagas.messaging.inbox import inbox_accept
+from sagas.messaging.outbox import outbox_emit
+from sagas.models import BarrierOp, Saga, SagaEventKind
+
+GENERIC_REASON = PUBLIC_REASONS[FailureKind.UNEXPECTED]
+
+
+@dataclass(frozen=True)
+class Handler:
+    app: str  # the app that reacts, and the queue its reactions run on
+    function: Callable
+    topics: tuple[str, ...]
+    saga: str
+    step: str  # a step of the saga, or END
+    role: Role
+
+    @property
+    def name(self) -> str:
+        """Its task's name, and its name in the app's inbox: ``payments.charge``."""
+        return f"{self.app}.{self.function.__name__}"
+
+
+_handlers: list[Handler] = []
+
+
+def reacts_to(*topics: str, saga: str, step: str, undo: bool = False):
+    """Declare that the decorated function is its app's reaction to ``topics`` for
+    ``step`` of the choreographed saga ``saga`` (``undo``: it undoes that step;
+    ``step=END``: it ends the undone saga, and is called with the reason too)."""
+
+    def declare(function: Callable) -> Callable:
+        role = Role.END if step == END else (Role.UNDO if undo else Role.ACT)
+        app = apps.get_containing_app_config(function.__module__).label
+        _handlers.append(Handler(app, function, tuple(topics), saga, step, role))
+        return function
+
+    return declare
+
+
+def declared(*, saga: str | None = None) -> list[Handler]:
+    return [h for h in _handlers if saga is None or h.saga == saga]
+
+
+def handle(handler: Handler, message: dict) -> None:
+    """Run one reaction to one message, exactly once per message and step phase."""
+    definition = registry.definition(handler.saga, Mode.CHOREOGRAPHY)
+    app = apps.get_app_config(handler.app)
+    headers = message.get("headers", {})
+    with transaction.atomic(durable=True):
+        accepted = inbox_accept(
+            app.get_model("InboxMessage"),
+            consumer=handler.name,
+            message_id=message["message_id"],
+            topic=message["topic"],
+        )
+        saga = selectors.saga_plain(saga_id=headers.get("saga_id"))
+        if not accepted or saga is None:
+            return  # a copy of a message already handled, or of no saga of ours
+        reaction = _Reaction(handler, definition, saga, message, app)
+        with (
+            correlated(
+                saga_id=saga.pk,
+                mode=saga.mode,
+                step=handler.step,
+                reason=headers.get("reason"),
+            ),
+            collecting() as reaction.emitted,
+        ):
+            ROLES[handler.role](reaction)
+
+
+@dataclass
+class _Reaction:
+    handler: Handler
+    definition: Choreography
+    saga: Saga
+    message: dict
+    app: object
+    emitted: list[str] | None = None
+
+    @property
+    def context(self) -> dict:
+        return {**self.saga.context, **self.message.get("payload", {})}
+
+    @property
+    def step(self):
+        return self.definition.steps[self.definition.index_of(self.handler.step)]
+
+    def passage(self, branch: str, op: str) -> barriers.Passage:
+        return barriers.barrier_pass(saga_id=self.saga.pk, branch=branch, op=op)
+
+    def announce(self, topic: str, **payload) -> None:
+        """Write ``topic`` to the app's outbox, unless the work already did."""
+        if topic in self.emitted:
+            return
+        outbox_emit(
+            self.app.get_model("OutboxMessage"),
+            topic=topic,
+            aggregate_id=self.message.get("aggregate_id", self.saga.pk),
+            payload=payload,
+        )
+
+
+def _act(reaction: _Reaction) -> None:
+    step = reaction.step
+    if reaction.passage(step.name, BarrierOp.TRY) is not barriers.Passage.DUE:
+        return  # done before, or fenced: it timed out or was cancelled first
+    try:
+        with transaction.atomic():  # a refusal undoes whatever the work wrote
+            reaction.handler.function(reaction.context)
+    except BusinessError as refusal:
+        reason = str(refusal)[:2000]
+        if step.fails is None:  # after the pivot there is no going back
+            _needs_attention(reaction.saga, f"{step.name} was refused: {reason}")
+            return
+        with correlated(reason=reason):
+            reaction.announce(step.fails, reason=reason)
+        return
+    reaction.announce(step.succeeds)
+
+
+def _undo(reaction: _Reaction) -> None:
+    step = reaction.step
+    fence = reaction.message["topic"] == step.fails  # its own failure
+    passage = reaction.passage(step.name, BarrierOp.CANCEL)
+    if passage is barriers.Passage.DONE:
+        return  # undone before
+    if passage is barriers.Passage.DUE:
+        reaction.handler.function(reaction.context)
+    if not fence:  # the failure event itself carries the undoing on
+        reaction.announce(step.undone, nothing=passage is not barriers.Passage.DUE)
+
+
+def _end(reaction: _Reaction) -> None:
+    passage = reaction.passage(END, BarrierOp.TRY)
+    if passage is not barriers.Passage.DUE:
+        return
+    reason = reaction.message.get("headers", {}).get("reason") or GENERIC_REASON
+    reaction.handler.function(reaction.context, reason)
+    reaction.announce(reaction.definition.ends_undone_with)
+
+
+ROLES = {Role.ACT: _act, Role.UNDO: _undo, Role.END: _end}
+
+
+def _needs_attention(saga: Saga, why: str) -> None:
+    Saga.objects.filter(pk=saga.pk).update(attention=why[:2000])
+    bookkeeping.log(saga, SagaEventKind.ATTENTION, "", why)

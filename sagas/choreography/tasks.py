@@ -1,0 +1,77 @@
+"""Celery entry points of choreographed sagas: one task per app reaction, on the
+app's own queue, and the saga tracker's, all subscribed to the saga's events."""
+
+from celery import Task, shared_task
+from django.conf import settings
+
+from sagas import registry
+from sagas.choreography import handlers, tracker
+from sagas.definitions import Mode
+from sagas.definitions.choreography import Choreography
+from sagas.messaging.subscriptions import Subscription, subscribe
+
+TRACKER_TASK = "sagas.track"
+TRACKER_QUEUE = "sagas"
+
+
+class ReactionTask(Task):
+    """Delivered at least once, applied once (the app's inbox and the step's barrier).
+
+    A reaction that fails other than by a business refusal is retried with backoff
+    (its transaction rolled back, the message counts as never received); if it keeps
+    failing, the recovery sweep finds the saga overdue and sends the event again.
+    """
+
+    acks_late = True
+    ignore_result = True
+    autoretry_for = (Exception,)
+    retry_backoff = True
+    retry_backoff_max = 60
+    max_retries = settings.SAGA_REACTION_RETRIES
+
+
+@registry.compiler(Mode.CHOREOGRAPHY)
+def reaction_tasks(definition: Choreography) -> list[registry.Unit]:
+    """Subscribe the tracker and every app reaction declared for the saga."""
+    for topic in sorted(definition.topics()):
+        subscribe(
+            Subscription(
+                consumer=tracker.TRACKER,
+                topic=topic,
+                task_name=TRACKER_TASK,
+                queue=TRACKER_QUEUE,
+                mode=Mode.CHOREOGRAPHY,
+            )
+        )
+    for handler in handlers.declared(saga=definition.name):
+        reaction_task(handler)
+        for topic in handler.topics:
+            subscribe(
+                Subscription(
+                    consumer=handler.name,
+                    topic=topic,
+                    task_name=handler.name,
+                    queue=handler.app,
+                    mode=Mode.CHOREOGRAPHY,
+                )
+            )
+    return []  # nothing of it runs as a step of a chain
+
+
+def reaction_task(handler: handlers.Handler) -> Task:
+    """Create and register the task that runs one app's reaction."""
+
+    def run(self: Task, message: dict) -> None:
+        handlers.handle(handler, message)
+
+    run.__name__ = handler.function.__name__
+    run.__doc__ = f"{handler.app} reacts to {', '.join(handler.topics)}."
+    return shared_task(
+        run, name=handler.name, bind=True, base=ReactionTask, queue=handler.app
+    )
+
+
+@shared_task(name=TRACKER_TASK, base=ReactionTask, queue=TRACKER_QUEUE)
+def track(message: dict) -> None:
+    """Follow one event of a choreographed saga into its records."""
+    tracker.saga_track(message)

@@ -1,0 +1,39 @@
+"""What every saga definition shares, whatever runs it: its mode and its name."""
+
+import re
+
+from django.db import models
+
+from sagas.exceptions import DefinitionError
+
+NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+class Mode(models.TextChoices):
+    """How a saga is run: the three styles of the same purchase."""
+
+    ORCHESTRATION = "orchestration"  # the engine runs the steps in turn
+    CHOREOGRAPHY = "choreography"  # the apps react to each other's events
+    TCC = "tcc"  # every participant tried, then all confirmed or all cancelled
+
+
+def fail(definition, problem: str, step: str = "") -> None:
+    """Refuse a definition, naming the saga (and the step) the problem is in."""
+    where = f"saga {definition.name!r} ({definition.mode})"
+    if step:
+        where += f", step {step!r}"
+    raise DefinitionError(f"{where}: {problem}")
+
+
+def check_names(definition, names: list[str]) -> None:
+    if not NAME.match(definition.name):
+        fail(definition, "the name must be lower_snake_case")
+    if not names:
+        fail(definition, "it needs at least one step")
+    seen: set[str] = set()
+    for name in names:
+        if not NAME.match(name):
+            fail(definition, "step names must be lower_snake_case", name)
+        if name in seen:
+            fail(definition, "two steps have this name", name)
+        seen.add(name)

@@ -1,0 +1,165 @@
+"""`manage.py check` refuses a saga that cannot run, naming the saga and the step."""
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
+
+from sagas import registry
+from sagas.choreography import handlers, reacts_to
+from sagas.definitions import RetryPolicy, SagaDefinition, Step
+from sagas.definitions.choreography import Choreography, Reaction
+from sagas.definitions.tcc import Participant, TryConfirmCancel
+
+
+def act(context):
+    return None
+
+
+def undo(context):
+    return None
+
+
+@pytest.fixture
+def registered():
+    """Register definitions for one test, and forget them after it."""
+    added = []
+
+    def register(definition):
+        added.append(registry.register(definition))
+        return definition
+
+    yield register
+    for definition in added:
+        registry.unregister(definition)
+
+
+def check_fails(*expected: str) -> str:
+    with pytest.raises(SystemCheckError) as refused:
+        call_command("check")
+    message = str(refused.value)
+    for text in expected:
+        assert text in message
+    return message
+
+
+def test_the_shipped_definitions_pass():
+    call_command("check")  # raises SystemCheckError if any does not
+
+
+@pytest.mark.parametrize(
+    ("steps", "expected"),
+    [
+        (
+            (Step("charge", act, compensate=undo), Step("charge", act)),
+            ["two steps have this name", "step 'charge'"],
+        ),
+        (
+            (Step("charge", act), Step("ship", act, pivot=True)),
+            ["a step before the pivot needs a compensation", "step 'charge'"],
+        ),
+        (
+            (
+                Step("ship", act, pivot=True),
+                Step("confirm", act, retry=RetryPolicy()),
+            ),
+            ["needs a retry policy without a limit", "step 'confirm'"],
+        ),
+        (
+            (Step("slow", act, timeout=-1),),
+            ["positive number of seconds", "step 'slow'"],
+        ),
+    ],
+)
+def test_a_broken_orchestrated_saga_fails_the_check(registered, steps, expected):
+    registered(SagaDefinition(name="test_broken", steps=steps))
+    check_fails("sagas.E003", "saga 'test_broken' (orchestration)", *expected)
+
+
+def test_a_tcc_participant_without_all_three_phases_fails_the_check(registered):
+    registered(
+        TryConfirmCancel(
+            name="test_broken",
+            participants=(
+                Participant("payment", try_=act, confirm=act, cancel=undo),
+                Participant("stock", try_=act, confirm=None, cancel=None),
+            ),
+        )
+    )
+    check_fails(
+        "saga 'test_broken' (tcc)",
+        "step 'stock'",
+        "needs all three phases; confirm, cancel missing",
+    )
+
+
+FLOW = Choreography(
+    name="test_flow",
+    steps=(
+        Reaction(
+            "hold",
+            by="sagas",
+            on="FlowStarted",
+            succeeds="Held",
+            fails="HoldFailed",
+            undone="Released",
+        ),
+        Reaction(
+            "finish",
+            by="sagas",
+            on="Held",
+            succeeds="Finished",
+            pivot=True,
+            fails="FinishFailed",
+        ),
+    ),
+    ends_undone_with="FlowUndone",
+    ended_by="sagas",
+)
+
+
+def test_a_choreography_event_nobody_reacts_to_fails_the_check(registered, monkeypatch):
+    monkeypatch.setattr(handlers, "_handlers", list(handlers._handlers))
+    registered(FLOW)
+
+    message = check_fails("sagas.E004", "saga 'test_flow' (choreography)")
+
+    assert "step 'hold': nothing in sagas reacts to FlowStarted (act)" in message
+    assert "step 'finish': nothing in sagas reacts to Held (act)" in message
+    assert "nothing in sagas reacts to FinishFailed (undo)" in message
+
+
+def test_a_reaction_to_an_event_nobody_publishes_fails_the_check(
+    registered, monkeypatch
+):
+    monkeypatch.setattr(handlers, "_handlers", list(handlers._handlers))
+    registered(FLOW)
+
+    @reacts_to("NoSuchEvent", saga="test_flow", step="hold")
+    def react_to_nothing(context):
+        return None
+
+    message = check_fails("sagas.E005")
+
+    assert (
+        "step 'hold': sagas reacts to NoSuchEvent (act), an event the saga never "
+        "publishes" in message
+    )
+
+
+def test_a_broken_choreography_names_its_step(registered):
+    registered(
+        Choreography(
+            name="test_broken",
+            steps=(
+                Reaction("hold", by="sagas", on="Start", succeeds="Held"),
+                Reaction("ship", by="sagas", on="Other", succeeds="Shipped"),
+            ),
+            ends_undone_with="Undone",
+            ended_by="sagas",
+        )
+    )
+    check_fails(
+        "saga 'test_broken' (choreography)",
+        "step 'hold'",
+        "needs a failure and an undone event",
+    )
