@@ -17,8 +17,9 @@ from django.shortcuts import redirect
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 
-from sagas import lifecycle, registry, selectors
+from sagas import diagrams, lifecycle, registry, selectors
 from sagas.exceptions import ActionNotAllowed, DefinitionError
 from sagas.models import (
     ACTIVE_STATUSES,
@@ -102,6 +103,7 @@ class SagaAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = (
         "id",
         "name",
+        "mode",
         "status_badge",
         "current_step_name",
         "created_at",
@@ -110,7 +112,7 @@ class SagaAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "duration",
         "short_error",
     )
-    list_filter = ("status", "name", AttentionFilter)
+    list_filter = ("status", "mode", "name", AttentionFilter)
     search_fields = ("idempotency_key",)
     search_help_text = "Exact saga id or idempotency key."
     # No column needs a related row, so no join either.
@@ -126,6 +128,7 @@ class SagaAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
                 "fields": (
                     "id",
                     "name",
+                    "mode",
                     "status_badge",
                     "current_step_name",
                     "attention",
@@ -148,6 +151,7 @@ class SagaAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
                 )
             },
         ),
+        ("Definition", {"fields": ("diagram",)}),
         ("Origin", {"fields": ("owner", "idempotency_key")}),
         ("Context", {"fields": ("context_pretty",)}),
     )
@@ -204,6 +208,18 @@ class SagaAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     @admin.display(description="context")
     def context_pretty(self, saga: Saga) -> str:
         return pretty_json(saga.context)
+
+    @admin.display(description="diagram")
+    def diagram(self, saga: Saga) -> str:
+        # Drawn from the definition that runs it, coloured by its step rows (the
+        # inline below reads the same rows; two small queries on one page).
+        try:
+            definition = registry.definition_of(saga)
+        except DefinitionError as exc:
+            return str(exc)
+        drawing = diagrams.svg(definition, saga=saga, steps=saga.steps.all())
+        # Safe: svg() escapes every label it draws, and the rest is its own markup.
+        return mark_safe(drawing)
 
     @admin.display(description="operator actions")
     def operator_actions(self, saga: Saga) -> str:

@@ -28,7 +28,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='order',
             name='mode',
-            field=models.CharField(choices=[('orchestration', 'Orchestration'), ('choreography', 'Choreography'), ('tcc', 'Tcc')], default='orchestration', max_length=20),
+            field=models.CharField(choices=[('orchestration', 'orchestration'), ('choreography', 'choreography'), ('tcc', 'try-confirm-cancel')], default='orchestration', max_length=20),
         ),
         migrations.AddField(
             model_name='outboxmessage',

@@ -12,9 +12,12 @@ NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 class Mode(models.TextChoices):
     """How a saga is run: the three styles of the same purchase."""
 
-    ORCHESTRATION = "orchestration"  # the engine runs the steps in turn
-    CHOREOGRAPHY = "choreography"  # the apps react to each other's events
-    TCC = "tcc"  # every participant tried, then all confirmed or all cancelled
+    # the engine runs the steps in turn
+    ORCHESTRATION = "orchestration", "orchestration"
+    # the apps react to each other's events
+    CHOREOGRAPHY = "choreography", "choreography"
+    # every participant tried, then all confirmed or all cancelled
+    TCC = "tcc", "try-confirm-cancel"
 
 
 def fail(definition, problem: str, step: str = "") -> None:

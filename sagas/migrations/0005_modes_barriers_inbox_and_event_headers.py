@@ -52,7 +52,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='saga',
             name='mode',
-            field=models.CharField(choices=[('orchestration', 'Orchestration'), ('choreography', 'Choreography'), ('tcc', 'Tcc')], default='orchestration', max_length=20),
+            field=models.CharField(choices=[('orchestration', 'orchestration'), ('choreography', 'choreography'), ('tcc', 'try-confirm-cancel')], default='orchestration', max_length=20),
         ),
         migrations.AddIndex(
             model_name='outboxmessage',

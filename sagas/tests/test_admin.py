@@ -20,7 +20,8 @@ import payments.models
 from inventory.services import product_create
 from orders.services import order_place
 from payments.services import account_create, payment_method_create
-from sagas import lifecycle
+from sagas import lifecycle, registry
+from sagas.definitions import Mode
 from sagas.models import (
     OutboxMessage,
     Saga,
@@ -53,11 +54,12 @@ def place(customer):
     product_create(sku="MUG", name="Mug", price=Decimal("8.50"), units=50)
     method = payment_method_create(customer_id=customer.pk, label="card")
 
-    def place() -> Saga:
+    def place(mode: str = Mode.ORCHESTRATION) -> Saga:
         order, _ = order_place(
             customer=customer,
             items=[{"sku": "MUG", "quantity": 1}],
             payment_method_id=method.pk,
+            mode=mode,
         )
         return Saga.objects.get(pk=order.saga_id)
 
@@ -106,6 +108,33 @@ def test_saga_pages_render_for_staff(admin_client, place):
     assert "OPERATOR_CANCEL" in html  # the events inline
     assert "&quot;order_id&quot;: " in html  # the context, indented JSON
     assert 'name="_save"' not in html
+
+
+@pytest.mark.parametrize("mode", Mode.values)
+def test_saga_page_draws_its_definition_coloured_by_its_steps(
+    admin_client, place, mode
+):
+    saga = place(mode)
+    saga.steps.filter(index=0).update(status="FAILED")
+    definition = registry.definition(saga.name, mode)
+
+    page = admin_client.get(reverse("admin:sagas_saga_change", args=[saga.pk]))
+
+    html = page.content.decode()
+    start = html.index('<svg xmlns="http://www.w3.org/2000/svg"')
+    drawing = html[start : html.index("</svg>", start)]
+    assert f"<title>purchase ({mode})</title>" in drawing
+    for name in definition.step_names:
+        assert name in drawing
+    assert drawing.count('fill="#fbe3e3"') == 1  # the failed step, and only it
+    assert f'<div class="readonly">{Mode(mode).label}</div>' in html  # its mode
+
+
+def test_saga_changelist_filters_by_mode(admin_client, place):
+    place(Mode.ORCHESTRATION)
+    tcc = place(Mode.TCC)
+
+    assert _listed(admin_client.get(SAGAS, {"mode": "tcc"})) == [tcc.pk]
 
 
 def test_saga_is_read_only(admin_client, place):
