@@ -38,6 +38,9 @@ class SagaListApi(APIView):
             choices=SagaStatus.choices, required=False, allow_blank=True
         )
         name = StrictCharField(max_length=100, required=False, allow_blank=True)
+        mode = serializers.ChoiceField(
+            choices=Mode.choices, required=False, allow_blank=True
+        )
 
     class OutputSerializer(serializers.Serializer):
         id = serializers.IntegerField()

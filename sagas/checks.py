@@ -65,6 +65,19 @@ def check_faults(app_configs, **kwargs) -> list[checks.CheckMessage]:
 
 
 @checks.register()
+def check_default_mode(app_configs, **kwargs) -> list[checks.CheckMessage]:
+    if settings.SAGA_DEFAULT_MODE not in Mode.values:
+        return [
+            checks.Error(
+                f"SAGA_DEFAULT_MODE is {settings.SAGA_DEFAULT_MODE!r}; "
+                f"it must be one of {', '.join(Mode.values)}",
+                id="sagas.E006",
+            )
+        ]
+    return []
+
+
+@checks.register()
 def check_visibility_timeout(app_configs, **kwargs) -> list[checks.CheckMessage]:
     """An unacknowledged message comes back after the visibility timeout; if a step
     can run (or wait for a retry) longer, a second worker would get it meanwhile."""

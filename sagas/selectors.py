@@ -89,13 +89,13 @@ def saga_by_key(*, name: str, idempotency_key: str) -> Saga | None:
     return Saga.objects.filter(name=name, idempotency_key=idempotency_key).first()
 
 
-def saga_list(*, status: str | None = None, name: str | None = None) -> QuerySet[Saga]:
-    sagas = Saga.objects.all()
-    if status:
-        sagas = sagas.filter(status=status)
-    if name:
-        sagas = sagas.filter(name=name)
-    return sagas.order_by("-pk")
+def saga_list(
+    *, status: str | None = None, name: str | None = None, mode: str | None = None
+) -> QuerySet[Saga]:
+    filters = {"status": status, "name": name, "mode": mode}
+    return Saga.objects.filter(**{k: v for k, v in filters.items() if v}).order_by(
+        "-pk"
+    )
 
 
 def sagas_needing_attention(*, now: datetime) -> dict[str, int]:
@@ -163,3 +163,12 @@ def saga_statuses(*, saga_ids: Iterable[int | None]) -> dict[int, str]:
     """The status of each saga named, by id; ids of no saga are absent."""
     ids = [saga_id for saga_id in saga_ids if saga_id is not None]
     return dict(Saga.objects.filter(pk__in=ids).values_list("pk", "status"))
+
+
+def outbox_rows_of(*, saga_ids: Iterable[int]) -> dict[str, int]:
+    """How many outbox rows the sagas wrote, by outbox ("orders.OutboxMessage": 4)."""
+    ids = list(saga_ids)
+    return {
+        model._meta.label: model.objects.filter(saga_id__in=ids).count()
+        for model in outbox_models()
+    }

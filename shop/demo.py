@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from orders.reconcile import reconcile
+from sagas.definitions import Mode
 from sagas.faults import parse as parse_faults
+from sagas.selectors import outbox_rows_of
 from shop.celery import app as celery_app
 from shop.chaos import Kill, WorkerKiller, supervised_worker
 from shop.seeding import SCARCE_SKU, SCARCE_UNITS, demo_data_seed
@@ -25,6 +27,9 @@ CONTENDERS = 30
 THROTTLED_TRIES = 20
 ENDED = ("COMPLETED", "COMPENSATED")
 REGULAR = ("SENCHA", "MATCHA", "HOJICHA")
+MODES = tuple(Mode.values)
+# Where saga work waits: held back while the demo deactivates a payment method.
+STEP_QUEUES = ("sagas", "orders", "payments", "inventory")
 
 
 class SystemUnavailable(Exception):
@@ -116,25 +121,67 @@ def _seconds(retry_after: str | None) -> float:
         return 1.0
 
 
-def run_demo(*, url: str, write, batch: int = 0, kill_worker: int = 0) -> int:
+@dataclass
+class Round:
+    """Every scenario, run in one mode; the rounds run one after the other, so each
+    mode's timings are its own."""
+
+    mode: str
+    scenarios: list[Scenario]
+    placed: list[Placed]
+    elapsed: float
+    kills: list[Kill]
+    started: float
+    outbox_rows: int  # written by its sagas, in every app's outbox
+    broker_messages: int | None  # put on the broker's queues meanwhile (Redis only)
+
+
+def run_demo(
+    *, url: str, write, batch: int = 0, kill_worker: int = 0, modes=MODES
+) -> int:
     if kill_worker:
         supervised_worker()  # nothing is placed when there is nothing to kill
     api = Api(url)
     api.check_up()
-    data = demo_data_seed(refill=True)
     faults = parse_faults(_faults_setting())
-    write(
-        f"demo: {len(data['customers'])} customers, products "
-        + ", ".join(f"{p['sku']}" for p in data["products"])
-    )
     if faults:
         write("demo: fault injection is ON: " + ", ".join(map(str, faults)))
+    rounds, error = [], None
+    for mode in modes:
+        # Stock and balances back to their demo levels: every round starts alike.
+        data = demo_data_seed(refill=True)
+        if not rounds:
+            write(
+                f"demo: {len(data['customers'])} customers, products "
+                + ", ".join(f"{p['sku']}" for p in data["products"])
+            )
+        played, killer_error = _play(api, data, mode, batch=batch, kills=kill_worker)
+        rounds.append(played)
+        error = error or killer_error
+        write(f"demo: {mode}: {len(played.placed)} orders in {played.elapsed:.1f} s")
+    ok = _outcomes(write, rounds, faults_on=bool(faults))
+    _timings(write, rounds)
+    _costs(write, rounds)
+    for played in rounds:
+        _troubles(write, played)
+        _recoveries(write, played)
+    if error:
+        write(f"a kill was not done: {error}")
+    report = reconcile()
+    write(f"reconciliation: {len(report.violations)} violations")
+    for violation in report.violations:
+        write(f"  {violation}")
+    return 0 if ok and not error and not report.violations else 1
 
-    scenarios = _scenarios(data, batch=batch)
+
+def _play(api: Api, data: dict, mode: str, *, batch: int, kills: int):
+    """One round: every scenario's orders placed in ``mode``, each saga waited out."""
+    scenarios = _scenarios(data, batch=batch, mode=mode)
+    messages_before = _broker_messages()
     started = time.time()
     placed = _place_all(api, [s for s in scenarios if s.name != "method deactivated"])
-    killer = WorkerKiller(saga_ids=_saga_ids(placed), times=kill_worker)
-    if kill_worker:
+    killer = WorkerKiller(saga_ids=_saga_ids(placed), times=kills)
+    if kills:
         killer.start()
     _wait_for_sagas(api, placed)
     killer.done.set()
@@ -144,16 +191,18 @@ def run_demo(*, url: str, write, batch: int = 0, kill_worker: int = 0) -> int:
     _wait_for_sagas(api, late)
     placed += late
     elapsed = time.time() - started
-
-    ok = _report(write, scenarios, placed, elapsed, faults_on=bool(faults))
-    _recoveries(write, placed, killer.kills, started)
-    if killer.error:
-        write(f"kill {len(killer.kills) + 1}: not done: {killer.error}")
-    report = reconcile()
-    write(f"reconciliation: {len(report.violations)} violations")
-    for violation in report.violations:
-        write(f"  {violation}")
-    return 0 if ok and not killer.error and not report.violations else 1
+    after = _broker_messages()
+    played = Round(
+        mode=mode,
+        scenarios=scenarios,
+        placed=placed,
+        elapsed=elapsed,
+        kills=killer.kills,
+        started=started,
+        outbox_rows=sum(outbox_rows_of(saga_ids=_saga_ids(placed)).values()),
+        broker_messages=None if after is None else after - messages_before,
+    )
+    return played, killer.error
 
 
 def _faults_setting() -> str:
@@ -162,7 +211,7 @@ def _faults_setting() -> str:
     return settings.SAGA_FAULTS
 
 
-def _scenarios(data: dict, *, batch: int) -> list[Scenario]:
+def _scenarios(data: dict, *, batch: int, mode: str) -> list[Scenario]:
     customers = {c["username"]: c for c in data["customers"]}
     rich = [customers[n] for n in ("alice", "bob", "carol", "dave", "erin")]
 
@@ -171,10 +220,11 @@ def _scenarios(data: dict, *, batch: int) -> list[Scenario]:
             "items": [{"sku": sku, "quantity": qty} for sku, qty in items.items()],
             "payment_method_id": customer["payment_method_id"],
             "ship_to": ship_to,
+            "mode": mode,
         }
         return (customer, body, headers or {})
 
-    replay_key = {"Idempotency-Key": f"demo-{time.time_ns()}"}
+    replay_key = {"Idempotency-Key": f"demo-{mode}-{time.time_ns()}"}
     scenarios = [
         Scenario(
             "confirmed",
@@ -204,7 +254,13 @@ def _scenarios(data: dict, *, batch: int) -> list[Scenario]:
         Scenario(
             "bad input",
             "1 rejected 400",
-            [(customers["erin"], {"items": [], "payment_method_id": 0}, {})],
+            [
+                (
+                    customers["erin"],
+                    {"items": [], "payment_method_id": 0, "mode": mode},
+                    {},
+                )
+            ],
         ),
         Scenario(
             "method deactivated",
@@ -248,7 +304,8 @@ def _place_with_method_deactivated(api: Api, scenario: Scenario) -> list[Placed]
         "limit": len(celery_app.control.ping(timeout=2)),
         "timeout": 5,
     }
-    celery_app.control.cancel_consumer("sagas", **control)
+    for queue in STEP_QUEUES:
+        celery_app.control.cancel_consumer(queue, **control)
     try:
         placed = _place(api, scenario.name, customer, body, headers)
         method = body["payment_method_id"]
@@ -256,7 +313,8 @@ def _place_with_method_deactivated(api: Api, scenario: Scenario) -> list[Placed]
             "POST", f"/api/payment-methods/{method}/deactivate/", customer["token"]
         )
     finally:
-        celery_app.control.add_consumer("sagas", **control)
+        for queue in STEP_QUEUES:
+            celery_app.control.add_consumer(queue, **control)
     return [placed]
 
 
@@ -283,48 +341,72 @@ def _wait_for_sagas(api: Api, placed: list[Placed], timeout: float = 600) -> Non
         time.sleep(0.5 if waiting else 0)
 
 
-def _report(write, scenarios, placed, elapsed, *, faults_on: bool) -> bool:
-    ok = _outcomes(write, scenarios, placed, faults_on=faults_on)
-    _timings(write, placed, elapsed)
-    _troubles(write, placed)
-    return ok
-
-
-def _outcomes(write, scenarios, placed, *, faults_on: bool) -> bool:
-    """One row per scenario: what happened, what should have. With faults on, only
-    that every saga ended is expected."""
-    rows, ok = [("scenario", "outcome", "expected", "")], True
-    for scenario in scenarios:
-        group = [p for p in placed if p.scenario == scenario.name]
-        ended = all(
-            p.status_code != 202 or p.saga.get("status") in ENDED for p in group
-        )
-        passed = ended if faults_on else scenario.check(group)
+def _outcomes(write, rounds: list[Round], *, faults_on: bool) -> bool:
+    """One row per scenario, one column per mode: what happened, what should have.
+    With faults on, only that every saga ended is expected."""
+    header = ("scenario", "expected", *(Mode(r.mode).label for r in rounds), "")
+    table, ok = [header], True
+    for scenario in rounds[0].scenarios:
+        cells, passed = [], True
+        for played in rounds:
+            group = [p for p in played.placed if p.scenario == scenario.name]
+            ended = all(
+                p.status_code != 202 or p.saga.get("status") in ENDED for p in group
+            )
+            passed &= ended if faults_on else scenario.check(group)
+            cells.append(_describe(group))
         ok &= passed
         expected = "every saga ended" if faults_on else scenario.expected
-        rows.append(
-            (scenario.name, _describe(group), expected, "ok" if passed else "NO")
-        )
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    for row in rows:
-        write("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
+        table.append((scenario.name, expected, *cells, "ok" if passed else "NO"))
+    _write_table(write, table)
     return ok
 
 
-def _timings(write, placed, elapsed) -> None:
+def _timings(write, rounds: list[Round]) -> None:
     """From the client sending the order to the commit that ended its saga."""
-    latencies = sorted(
-        (_when(p.saga["finished_at"]) - p.submitted) * 1000
-        for p in placed
-        if p.saga.get("finished_at") and p.scenario != "method deactivated"
-    )
-    if latencies:
-        p95 = latencies[min(len(latencies) - 1, round(0.95 * len(latencies)) - 1)]
-        write(
-            f"sagas: {len(latencies)} timed, order placed to saga ended: "
-            f"p50 {statistics.median(latencies):.0f} ms, p95 {p95:.0f} ms, "
-            f"max {latencies[-1]:.0f} ms; whole run {elapsed:.1f} s"
+    table = [("order placed to saga ended", "sagas", "p50", "p95", "max", "round")]
+    for played in rounds:
+        latencies = sorted(
+            (_when(p.saga["finished_at"]) - p.submitted) * 1000
+            for p in played.placed
+            if p.saga.get("finished_at") and p.scenario != "method deactivated"
         )
+        if not latencies:
+            continue
+        p95 = latencies[min(len(latencies) - 1, round(0.95 * len(latencies)) - 1)]
+        table.append(
+            (
+                Mode(played.mode).label,
+                str(len(latencies)),
+                f"{statistics.median(latencies):.0f} ms",
+                f"{p95:.0f} ms",
+                f"{latencies[-1]:.0f} ms",
+                f"{played.elapsed:.1f} s",
+            )
+        )
+    _write_table(write, table)
+
+
+def _costs(write, rounds: list[Round]) -> None:
+    """What a purchase costs the outboxes and the broker, on average in the round."""
+    for played in rounds:
+        sagas = len(_saga_ids(played.placed)) or 1
+        messages = (
+            "n/a (not Redis)"
+            if played.broker_messages is None
+            else f"{played.broker_messages / sagas:.1f}"
+        )
+        write(
+            f"{Mode(played.mode).label}: per saga {played.outbox_rows / sagas:.1f} "
+            f"outbox rows, {messages} broker messages (every queue, retries and "
+            "maintenance included)"
+        )
+
+
+def _write_table(write, table: list[tuple]) -> None:
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    for row in table:
+        write("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
 
 
 def _failed_step(saga: dict) -> str:
@@ -332,28 +414,30 @@ def _failed_step(saga: dict) -> str:
     return failed[0] if failed else "no step (cancelled before it ran)"
 
 
-def _troubles(write, placed) -> None:
+def _troubles(write, played: Round) -> None:
     """Why orders were cancelled, and what the engine had to retry or recover."""
+    placed, mode = played.placed, Mode(played.mode).label
     reasons = Counter(
         (_failed_step(p.saga), p.order["cancel_reason"].split(":")[0])
         for p in placed
         if p.order.get("cancel_reason")
     )
     for (step, reason), count in sorted(reasons.items()):
-        write(f"cancelled at {step} ({reason}): {count}")
+        write(f"{mode}: cancelled at {step} ({reason}): {count}")
     sagas = [p.saga for p in placed if p.saga]
     retried = [s for s in sagas if any(step["attempts"] > 1 for step in s["steps"])]
     recovered = [s for s in sagas if any(e["kind"] == "RECOVERED" for e in s["events"])]
     extra = sum(max(0, step["attempts"] - 1) for s in sagas for step in s["steps"])
     write(
-        f"retries: {len(retried)} sagas retried a step ({extra} extra attempts); "
+        f"{mode}: {len(retried)} sagas retried a step ({extra} extra attempts); "
         f"{len(recovered)} sagas had lost work sent again by the recovery sweep"
     )
 
 
-def _recoveries(write, placed: list[Placed], kills: list[Kill], started: float) -> None:
+def _recoveries(write, played: Round) -> None:
     """For each kill: the sagas it caught in flight, and when the last of them ended."""
-    for n, kill in enumerate(kills, 1):
+    placed, started = played.placed, played.started
+    for n, kill in enumerate(played.kills, 1):
         caught = [
             p
             for p in placed
@@ -366,8 +450,9 @@ def _recoveries(write, placed: list[Placed], kills: list[Kill], started: float) 
         ]
         last = max((_when(p.saga["finished_at"]) for p in caught), default=kill.at)
         write(
-            f"kill {n}: {kill.processes} worker processes killed "
-            f"{kill.at - started:.1f} s into the run, {len(caught)} sagas in flight "
+            f"{Mode(played.mode).label}: kill {n}: {kill.processes} worker processes "
+            f"killed {kill.at - started:.1f} s into the round, "
+            f"{len(caught)} sagas in flight "
             f"({len(recovered)} had lost work sent again by the recovery sweep); "
             f"the last of them ended {last - kill.at:.1f} s after the kill"
         )
@@ -393,6 +478,19 @@ def _describe(group: list[Placed]) -> str:
             else f" ({len(orders)} orders)"
         )
     return text
+
+
+def _broker_messages() -> int | None:
+    """Messages put on the broker's queues so far (a Redis LPUSH each); None if the
+    broker is not Redis."""
+    with celery_app.connection_for_write() as conn:
+        client = getattr(conn.default_channel, "client", None)
+        if client is None or not hasattr(client, "info"):
+            return None
+        stats = client.info("commandstats")
+    return sum(
+        stats.get(f"cmdstat_{c}", {}).get("calls", 0) for c in ("lpush", "rpush")
+    )
 
 
 def _by_name(scenarios: list[Scenario], name: str) -> Scenario:

@@ -197,6 +197,18 @@ def test_staff_filter_sagas_by_status_and_name(world):
     assert nothing["count"] == 0
 
 
+def test_staff_filter_sagas_by_mode(world):
+    Saga.objects.filter(pk=world.bobs_saga.pk).update(mode="tcc")
+    client = client_for(world.staff)
+
+    tcc = client.get(URL, {"mode": "tcc"}).json()
+    unknown = client.get(URL, {"mode": "sequential"})
+
+    assert [s["id"] for s in tcc["results"]] == [world.bobs_saga.pk]
+    assert unknown.status_code == 400
+    assert "mode" in unknown.json()["extra"]["fields"]
+
+
 def test_the_saga_list_is_paginated(world):
     page = client_for(world.staff).get(URL, {"limit": 1, "offset": 1}).json()
 

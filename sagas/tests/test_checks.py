@@ -163,3 +163,10 @@ def test_a_broken_choreography_names_its_step(registered):
         "step 'hold'",
         "needs a failure and an undone event",
     )
+
+
+def test_an_unknown_default_mode_fails_the_check(settings):
+    settings.SAGA_DEFAULT_MODE = "saga-ish"
+
+    with pytest.raises(SystemCheckError, match="SAGA_DEFAULT_MODE is 'saga-ish'"):
+        call_command("check")
