@@ -73,11 +73,13 @@ def saga_plain(*, saga_id: int | None) -> Saga | None:
     return Saga.objects.filter(pk=saga_id).first()
 
 
-def saga_events(*, saga_id: int, topics) -> list[AbstractOutboxMessage]:
-    """A saga's events of ``topics``, in every app's outbox, oldest first."""
+def saga_events(*, saga_id: int, topics=None) -> list[AbstractOutboxMessage]:
+    """A saga's events of ``topics`` (None: all), in every app's outbox, oldest
+    first."""
     rows = []
     for model in outbox_models():
-        rows += model.objects.filter(saga_id=saga_id, topic__in=list(topics))
+        found = model.objects.filter(saga_id=saga_id)
+        rows += found if topics is None else found.filter(topic__in=list(topics))
     return sorted(rows, key=lambda row: row.created_at)
 
 

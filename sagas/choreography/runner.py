@@ -45,13 +45,18 @@ def saga_recover(saga: Saga, now: datetime, consumed) -> None:
     unit = pending(saga, steps, definition)
     if unit is None:
         return
-    triggers = _triggers(definition, unit)
-    rows = selectors.saga_events(saga_id=saga.pk, topics=triggers)
-    if any(row.published_at is None and row.dead_at is None for row in rows):
+    # Any of the saga's events may be what is still on its way: the trigger of the
+    # pending work, or an outcome the tracker has not read yet (the work done, its
+    # report queued behind a backlog). Lost means the queues were consumed past the
+    # last of them.
+    events = selectors.saga_events(saga_id=saga.pk)
+    if any(row.published_at is None and row.dead_at is None for row in events):
         saga.deadline_at = now + timedelta(seconds=settings.SAGA_RECOVERY_GRACE)
         save(saga, "deadline_at")  # the relay or the broker is behind: wait
         return
-    sent = max([saga.sent_at or now, *(row.published_at for row in rows)])
+    sent = max(
+        [saga.sent_at or now, *(row.published_at for row in events if row.published_at)]
+    )
     if not consumed.proves_lost(sent):
         saga.sent_at = sent
         save(saga, "sent_at")
@@ -63,7 +68,8 @@ def saga_recover(saga: Saga, now: datetime, consumed) -> None:
     saga.recoveries += 1
     expect_next(saga, steps, definition, at=now)
     save(saga, "recoveries", "sent_at", "deadline_at")
-    resent = _resend(saga, definition, unit, rows)
+    triggers = set(_triggers(definition, unit))
+    resent = _resend(saga, definition, unit, [e for e in events if e.topic in triggers])
     log(
         saga,
         SagaEventKind.RECOVERED,
