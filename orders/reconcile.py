@@ -39,6 +39,7 @@ logger = logging.getLogger(__name__)
 # private to their apps.
 HELD, COMMITTED, RELEASED = "HELD", "COMMITTED", "RELEASED"
 CAPTURED, AUTHORIZED = "CAPTURED", "AUTHORIZED"
+SHIPPED, BOOKED = "SHIPPED", "BOOKED"
 
 
 class Kind(StrEnum):
@@ -50,6 +51,7 @@ class Kind(StrEnum):
     CONFIRMED_ORDER_PAYMENT_MISSING = "confirmed_order_payment_missing"
     CONFIRMED_ORDER_PAYMENT_AMOUNT = "confirmed_order_payment_amount"
     CONFIRMED_ORDER_STOCK_NOT_COMMITTED = "confirmed_order_stock_not_committed"
+    CONFIRMED_ORDER_NOT_SHIPPED = "confirmed_order_not_shipped"
     PRODUCT_COUNTERS = "product_counters"
     ACCOUNT_MONEY = "account_money"
 
@@ -235,10 +237,12 @@ def _cancelled_order(
             order_id=order_id,
             sku=sku,
         )
-    if order["shipped"]:
+    # A released booking (a TCC cancel) is no shipment; a booking still held is.
+    if order["shipment"] in (SHIPPED, BOOKED):
         yield Violation(
             Kind.CANCELLED_ORDER_SHIPPED,
-            f"order {order_id} is cancelled but has a shipment",
+            f"order {order_id} is cancelled but has a shipment "
+            f"({order['shipment'].lower()})",
             order_id=order_id,
         )
 
@@ -265,6 +269,13 @@ def _confirmed_order(
             order_id=order_id,
             account_id=payment["account_id"],
             payment_id=payment["payment_id"],
+        )
+    if order["shipment"] != SHIPPED:
+        found = (order["shipment"] or "none").lower()
+        yield Violation(
+            Kind.CONFIRMED_ORDER_NOT_SHIPPED,
+            f"order {order_id} is confirmed but not shipped (shipment: {found})",
+            order_id=order_id,
         )
     lines, committed = order["lines"], reservations.get(COMMITTED, {})
     for sku in sorted(lines.keys() | committed.keys()):

@@ -1,6 +1,6 @@
 """Reads and row locks of orders."""
 
-from django.db.models import Exists, OuterRef, QuerySet
+from django.db.models import OuterRef, QuerySet, Subquery
 
 from orders.models import Order, OrderLine, OrderStatus, Shipment
 from shop.permissions import visible_to
@@ -33,7 +33,7 @@ def orders_ended() -> QuerySet[Order]:
 
 
 def orders_ended_with_lines() -> list[dict]:
-    """Every ended order as {order_id, status, total, saga_id, shipped, lines}.
+    """Every ended order as {order_id, status, total, saga_id, shipment, lines}.
 
     ``lines`` is {sku: quantity}. Two queries in all. Orders are read before their
     lines: lines never change once placed, so an order that ends in between still
@@ -41,8 +41,12 @@ def orders_ended_with_lines() -> list[dict]:
     """
     orders = list(
         orders_ended()
-        .annotate(shipped=Exists(Shipment.objects.filter(order=OuterRef("pk"))))
-        .values_list("pk", "status", "total", "saga_id", "shipped")
+        .annotate(
+            shipment_status=Subquery(
+                Shipment.objects.filter(order=OuterRef("pk")).values("status")[:1]
+            )
+        )
+        .values_list("pk", "status", "total", "saga_id", "shipment_status")
     )
     lines: dict[int, dict[str, int]] = {}
     rows = OrderLine.objects.exclude(order__status=OrderStatus.PENDING).values_list(
@@ -56,10 +60,10 @@ def orders_ended_with_lines() -> list[dict]:
             "status": status,
             "total": total,
             "saga_id": saga_id,
-            "shipped": shipped,
+            "shipment": shipment,
             "lines": lines.get(pk, {}),
         }
-        for pk, status, total, saga_id, shipped in orders
+        for pk, status, total, saga_id, shipment in orders
     ]
 
 

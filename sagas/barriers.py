@@ -51,9 +51,9 @@ def barrier_fence(*, saga_id: int, branch: str, reason: str) -> bool:
     return _record(saga_id, branch, BarrierOp.TRY, reason)
 
 
-def barrier_ran(*, saga_id: int, branch: str) -> bool:
-    """Did ``branch``'s try (a choreographed step's action) run, by itself?"""
-    return _reason(saga_id, branch, BarrierOp.TRY) == BarrierOp.TRY
+def barrier_passed(*, saga_id: int, branch: str, op: str) -> bool:
+    """Has ``op`` of ``branch`` been recorded (done, or fenced)?"""
+    return Barrier.objects.filter(saga_id=saga_id, branch=branch, op=op).exists()
 
 
 def barriers_clean(*, ended_before: datetime, batch: int = 1000) -> int:

@@ -1,13 +1,16 @@
 """System checks: refuse a saga definition, a reaction, a fault setting or a broker
 timeout that cannot work. ``manage.py check`` names the saga and the step."""
 
+from django.apps import apps
 from django.conf import settings
 from django.core import checks
 
 from sagas import faults, registry
 from sagas.choreography import handlers
 from sagas.definitions import Mode
-from sagas.orchestration.engine import HARD_LIMIT_SLACK, unit_timeout
+from sagas.definitions.base import HARD_LIMIT_SLACK
+from sagas.messaging.inbox import AbstractInboxMessage
+from sagas.orchestration.engine import unit_timeout
 from shop import brokers
 
 
@@ -53,6 +56,53 @@ def check_reactions(app_configs, **kwargs) -> list[checks.CheckMessage]:
                 )
             )
     return errors
+
+
+@checks.register()
+def check_handlers(app_configs, **kwargs) -> list[checks.CheckMessage]:
+    """Every declared reaction belongs to a choreographed saga that runs, has a name
+    of its own in its app (its task and its inbox consumer), and an inbox to use."""
+    errors = []
+    choreographed = {
+        d.name for d in registry.definitions() if d.mode == Mode.CHOREOGRAPHY
+    }
+    names = [h.name for h in handlers.declared()]
+    for handler in handlers.declared():
+        where = f"{handler.app}/handlers.py, {handler.function.__name__}"
+        if handler.saga not in choreographed:
+            errors.append(
+                checks.Error(
+                    f"{where}: it reacts for saga {handler.saga!r}, which is no "
+                    "registered choreography",
+                    id="sagas.E007",
+                )
+            )
+        if names.count(handler.name) > 1:
+            errors.append(
+                checks.Error(
+                    f"{where}: another reaction of {handler.app} has the name "
+                    f"{handler.name!r}; a second one would drop its messages as "
+                    "copies",
+                    id="sagas.E007",
+                )
+            )
+        if not _has_inbox(handler.app):
+            errors.append(
+                checks.Error(
+                    f"{where}: {handler.app} has no InboxMessage model (a subclass "
+                    "of sagas.messaging.inbox.AbstractInboxMessage)",
+                    id="sagas.E007",
+                )
+            )
+    return errors
+
+
+def _has_inbox(app_label: str) -> bool:
+    try:
+        model = apps.get_model(app_label, "InboxMessage")
+    except LookupError:
+        return False
+    return issubclass(model, AbstractInboxMessage)
 
 
 @checks.register()

@@ -15,9 +15,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from sagas import bookkeeping, probes, registry, selectors
+from sagas.definitions.base import HARD_LIMIT_SLACK
 from sagas.failures import describe
 from sagas.lifecycle import runner_of
-from sagas.orchestration import engine as orchestration
 
 logger = logging.getLogger(__name__)
 
@@ -74,4 +74,4 @@ def queues_consumed(now: datetime) -> Consumed:
 def longest_run() -> float:
     """The longest any saga task may hold a worker process: its hard time limit."""
     timeouts = [u.task.soft_time_limit or 0 for u in registry.units()]
-    return orchestration.HARD_LIMIT_SLACK + max([*timeouts, settings.SAGA_STEP_TIMEOUT])
+    return HARD_LIMIT_SLACK + max([*timeouts, settings.SAGA_STEP_TIMEOUT])

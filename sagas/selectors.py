@@ -66,11 +66,17 @@ def saga_last_dispatch(*, saga_id: int) -> OutboxMessage | None:
     )
 
 
-def saga_plain(*, saga_id: int | None) -> Saga | None:
-    """A saga's own row (its context), without a lock."""
+def saga_share_lock(*, saga_id: int | None) -> Saga | None:
+    """A saga's row, share-locked: reactions of one saga run side by side, but the
+    recovery sweep (FOR UPDATE SKIP LOCKED) passes over a saga while one runs, so
+    it never takes work in progress for lost; the tracker waits for it."""
     if saga_id is None:
         return None
-    return Saga.objects.filter(pk=saga_id).first()
+    table = Saga._meta.db_table
+    found = Saga.objects.raw(
+        f"SELECT * FROM {table} WHERE id = %s FOR SHARE", [saga_id]
+    )
+    return next(iter(found), None)
 
 
 def saga_events(*, saga_id: int, topics=None) -> list[AbstractOutboxMessage]:

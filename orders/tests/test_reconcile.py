@@ -230,6 +230,28 @@ def test_a_cancelled_order_with_a_shipment_is_reported(shop):
     assert found(report) == {(Kind.CANCELLED_ORDER_SHIPPED, ids(order_id=order.pk))}
 
 
+def test_a_cancelled_order_whose_booking_was_released_is_clean(shop):
+    order = shop.cancelled()
+    Shipment.objects.create(
+        order=order, destination="JP", tracking_code="TCC", status="RELEASED"
+    )
+    assert found(reconcile()) == set()
+
+    Shipment.objects.filter(order=order).update(status="BOOKED")  # still held
+    assert found(reconcile()) == {
+        (Kind.CANCELLED_ORDER_SHIPPED, ids(order_id=order.pk))
+    }
+
+
+def test_a_confirmed_order_that_was_never_shipped_is_reported(shop):
+    order = shop.confirmed()
+    Shipment.objects.filter(order=order).update(status="BOOKED")
+
+    report = reconcile()
+
+    assert found(report) == {(Kind.CONFIRMED_ORDER_NOT_SHIPPED, ids(order_id=order.pk))}
+
+
 def test_a_confirmed_order_whose_payment_was_refunded_is_reported(shop):
     order = shop.confirmed()
     payment = payment_of(order)
@@ -252,6 +274,7 @@ def test_a_confirmed_order_whose_payment_was_refunded_is_reported(shop):
 def test_a_confirmed_order_without_any_payment_is_reported(shop):
     order = shop.place()
     stock_reserve(order_ref=order.pk, lines=[("TEA", 2), ("MUG", 1)])
+    shipment_create(order_id=order.pk)
     stock_commit(order_ref=order.pk)
     order_confirm(order_id=order.pk)
     saga_ends(order, SagaStatus.COMPLETED)

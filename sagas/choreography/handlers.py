@@ -30,7 +30,7 @@ from sagas.failures import PUBLIC_REASONS, FailureKind
 from sagas.messaging.correlation import collecting, correlated
 from sagas.messaging.inbox import inbox_accept
 from sagas.messaging.outbox import outbox_emit
-from sagas.models import BarrierOp, Saga, SagaEventKind
+from sagas.models import ENDED_STATUSES, BarrierOp, Saga, SagaEventKind
 
 GENERIC_REASON = PUBLIC_REASONS[FailureKind.UNEXPECTED]
 
@@ -76,27 +76,50 @@ def handle(handler: Handler, message: dict) -> None:
     definition = registry.definition(handler.saga, Mode.CHOREOGRAPHY)
     app = apps.get_app_config(handler.app)
     headers = message.get("headers", {})
-    with transaction.atomic(durable=True):
-        accepted = inbox_accept(
-            app.get_model("InboxMessage"),
-            consumer=handler.name,
-            message_id=message["message_id"],
-            topic=message["topic"],
-        )
-        saga = selectors.saga_plain(saga_id=headers.get("saga_id"))
-        if not accepted or saga is None:
-            return  # a copy of a message already handled, or of no saga of ours
-        reaction = _Reaction(handler, definition, saga, message, app)
-        with (
-            correlated(
-                saga_id=saga.pk,
-                mode=saga.mode,
-                step=handler.step,
-                reason=headers.get("reason"),
-            ),
-            collecting() as reaction.emitted,
-        ):
-            ROLES[handler.role](reaction)
+    try:
+        with transaction.atomic(durable=True):
+            _react(handler, definition, app, headers, message)
+    except RefusedAfterPivot as refusal:
+        # Rolled back, inbox row and barrier too: the reaction is retried (and then
+        # its event sent again by the sweep) until the step gets done; an operator
+        # sees why meanwhile.
+        _needs_attention(refusal.saga, str(refusal))
+        raise
+
+
+class RefusedAfterPivot(Exception):
+    """A step past the point of no return was refused: there is no failure to
+    announce, only to try again."""
+
+    def __init__(self, saga: Saga, why: str) -> None:
+        super().__init__(why)
+        self.saga = saga
+
+
+def _react(handler: Handler, definition, app, headers: dict, message: dict) -> None:
+    accepted = inbox_accept(
+        app.get_model("InboxMessage"),
+        consumer=handler.name,
+        message_id=message["message_id"],
+        topic=message["topic"],
+    )
+    saga = selectors.saga_share_lock(saga_id=headers.get("saga_id"))
+    if not accepted or saga is None or saga.status in ENDED_STATUSES:
+        # A copy of a message already handled, of no saga of ours, or one that
+        # came after its saga ended (and maybe after its barriers were cleaned):
+        # there is nothing left to do.
+        return
+    reaction = _Reaction(handler, definition, saga, message, app)
+    with (
+        correlated(
+            saga_id=saga.pk,
+            mode=saga.mode,
+            step=handler.step,
+            reason=headers.get("reason"),
+        ),
+        collecting() as reaction.emitted,
+    ):
+        ROLES[handler.role](reaction)
 
 
 @dataclass
@@ -141,8 +164,9 @@ def _act(reaction: _Reaction) -> None:
     except BusinessError as refusal:
         reason = str(refusal)[:2000]
         if step.fails is None:  # after the pivot there is no going back
-            _needs_attention(reaction.saga, f"{step.name} was refused: {reason}")
-            return
+            raise RefusedAfterPivot(
+                reaction.saga, f"{step.name} was refused: {reason}"
+            ) from refusal
         with correlated(reason=reason):
             reaction.announce(step.fails, reason=reason)
         return

@@ -16,12 +16,19 @@ from django.utils import timezone
 from sagas import barriers, bookkeeping, registry, selectors
 from sagas.bookkeeping import log, save
 from sagas.choreography.tracker import expect_next, pending
-from sagas.definitions.choreography import Choreography
+from sagas.definitions.choreography import END, Choreography
 from sagas.exceptions import ActionNotAllowed
 from sagas.failures import PUBLIC_REASONS, FailureKind
 from sagas.messaging.correlation import correlated
 from sagas.messaging.outbox import outbox_emit, outbox_republish
-from sagas.models import OutboxMessage, Saga, SagaEventKind, SagaStatus, StepStatus
+from sagas.models import (
+    BarrierOp,
+    OutboxMessage,
+    Saga,
+    SagaEventKind,
+    SagaStatus,
+    StepStatus,
+)
 
 
 def saga_launch(saga: Saga, definition: Choreography) -> None:
@@ -63,7 +70,7 @@ def saga_recover(saga: Saga, now: datetime, consumed) -> None:
         return
     _, index = unit
     if saga.recoveries >= settings.SAGA_MAX_RECOVERIES:
-        _give_up(saga, steps, definition, unit)
+        _give_up(saga, steps, definition, unit, now)
         return
     saga.recoveries += 1
     expect_next(saga, steps, definition, at=now)
@@ -93,37 +100,50 @@ def _triggers(definition: Choreography, unit) -> tuple[str, ...]:
 def _resend(saga: Saga, definition: Choreography, unit, rows) -> list[str]:
     """Publish the pending work's trigger again; if the work already ran, its
     outcome instead (that is what got lost). Consumers that had it drop the copy."""
-    kind, index = unit
-    if kind == "act" and barriers.barrier_ran(
-        saga_id=saga.pk, branch=definition.steps[index].name
-    ):
-        step = definition.steps[index]
-        topics = tuple(t for t in (step.succeeds, step.fails) if t)
-        rows = selectors.saga_events(saga_id=saga.pk, topics=topics)
+    outcome = _outcome_of(saga, definition, unit)
+    if outcome:
+        rows = selectors.saga_events(saga_id=saga.pk, topics=outcome) or rows
     outbox_republish(rows)
     return sorted({row.topic for row in rows})
 
 
-def _give_up(saga: Saga, steps, definition: Choreography, unit) -> None:
+def _outcome_of(saga: Saga, definition: Choreography, unit) -> tuple[str, ...]:
+    """The events that announce the pending work done, if its barrier says it is."""
     kind, index = unit
-    if kind == "act" and not definition.is_after_pivot(index):
-        step = definition.steps[index]
+    if kind == "end":
+        done = barriers.barrier_passed(saga_id=saga.pk, branch=END, op=BarrierOp.TRY)
+        return (definition.ends_undone_with,) if done else ()
+    step = definition.steps[index]
+    if kind == "undo":
+        done = barriers.barrier_passed(
+            saga_id=saga.pk, branch=step.name, op=BarrierOp.CANCEL
+        )
+        return (step.undone,) if done else ()
+    # Ran, or fenced (timed out, cancelled): its success or its failure is out.
+    if barriers.barrier_passed(saga_id=saga.pk, branch=step.name, op=BarrierOp.TRY):
+        return tuple(t for t in (step.succeeds, step.fails) if t)
+    return ()
+
+
+def _give_up(saga: Saga, steps, definition: Choreography, unit, now) -> None:
+    kind, index = unit
+    step = definition.steps[index] if index is not None else None
+    if (
+        kind == "act"
+        and not definition.is_after_pivot(index)
+        and barriers.barrier_fence(saga_id=saga.pk, branch=step.name, reason="timeout")
+    ):
+        # Timed out: its work can no longer run, and its failure sets off the
+        # undoing. Publishing it is new work, with a budget of its own; the next
+        # sweeps wait for the queues to pass it, and send it again if it is lost.
         reason = f"{step.name}: its work was lost {saga.recoveries + 1} times"
-        if _time_out(
-            saga, definition, index, reason, PUBLIC_REASONS[FailureKind.TIMEOUT]
-        ):
-            return
+        _publish_failure(saga, step, reason, PUBLIC_REASONS[FailureKind.TIMEOUT])
+        saga.recoveries = 0
+        expect_next(saga, steps, definition, at=now)
+        save(saga, "recoveries", "sent_at", "deadline_at")
+        return
     why = f"{_describe(definition, unit)}: still lost after {saga.recoveries} resends"
     bookkeeping.fail(saga, why)
-
-
-def _time_out(saga, definition, index: int, reason: str, public: str) -> bool:
-    """Fence the step and publish its failure; False if its work already ran."""
-    step = definition.steps[index]
-    if not barriers.barrier_fence(saga_id=saga.pk, branch=step.name, reason="timeout"):
-        return False
-    _publish_failure(saga, step, reason, public)
-    return True
 
 
 def _publish_failure(saga: Saga, step, reason: str, public: str) -> None:

@@ -7,7 +7,8 @@ from django.conf import settings
 from sagas import registry
 from sagas.choreography import handlers, tracker
 from sagas.definitions import Mode
-from sagas.definitions.choreography import Choreography
+from sagas.definitions.base import HARD_LIMIT_SLACK
+from sagas.definitions.choreography import END, Choreography
 from sagas.messaging.subscriptions import Subscription, subscribe
 
 TRACKER_TASK = "sagas.track"
@@ -44,7 +45,7 @@ def reaction_tasks(definition: Choreography) -> list[registry.Unit]:
             )
         )
     for handler in handlers.declared(saga=definition.name):
-        reaction_task(handler)
+        reaction_task(handler, timeout=_timeout(definition, handler.step))
         for topic in handler.topics:
             subscribe(
                 Subscription(
@@ -58,8 +59,14 @@ def reaction_tasks(definition: Choreography) -> list[registry.Unit]:
     return []  # nothing of it runs as a step of a chain
 
 
-def reaction_task(handler: handlers.Handler) -> Task:
-    """Create and register the task that runs one app's reaction."""
+def _timeout(definition: Choreography, step: str) -> float:
+    own = definition.steps[definition.index_of(step)].timeout if step != END else None
+    return own or settings.SAGA_STEP_TIMEOUT
+
+
+def reaction_task(handler: handlers.Handler, *, timeout: float) -> Task:
+    """Create and register the task that runs one app's reaction: past its step's
+    timeout it is stopped (its transaction rolled back) and tried again."""
 
     def run(self: Task, message: dict) -> None:
         handlers.handle(handler, message)
@@ -67,7 +74,13 @@ def reaction_task(handler: handlers.Handler) -> Task:
     run.__name__ = handler.function.__name__
     run.__doc__ = f"{handler.app} reacts to {', '.join(handler.topics)}."
     return shared_task(
-        run, name=handler.name, bind=True, base=ReactionTask, queue=handler.app
+        run,
+        name=handler.name,
+        bind=True,
+        base=ReactionTask,
+        queue=handler.app,
+        soft_time_limit=timeout,
+        time_limit=timeout + HARD_LIMIT_SLACK,
     )
 
 

@@ -94,6 +94,7 @@ def _succeeds(saga, steps, definition, index, event) -> None:
         step.started_at = step.started_at or event.at
         step.finished_at = event.at
         step.save(update_fields=["status", "attempts", "started_at", "finished_at"])
+        _moved_on(saga)
     if index == len(steps) - 1 and saga.status in (
         SagaStatus.PENDING,
         SagaStatus.RUNNING,
@@ -114,8 +115,13 @@ def _fails(saga, steps, definition, index, event) -> None:
         _saga_to(saga, SagaStatus.COMPENSATING)
         saga.error = f"{definition.name}.{step.name}: {event.topic}: {reason}"[:2000]
         saga.reason = reason[:2000]
-        saga.recoveries, saga.attention = 0, ""
+        _moved_on(saga)
         log(saga, SagaEventKind.COMPENSATION_STARTED, step.name, saga.error)
+
+
+def _moved_on(saga) -> None:
+    """A step got done or undone: its losses and what held it up are behind it."""
+    saga.recoveries, saga.attention = 0, ""
 
 
 def _undone(saga, steps, definition, index, event) -> None:
@@ -129,6 +135,7 @@ def _undone(saga, steps, definition, index, event) -> None:
         step.compensation_attempts += 1
         step.compensated_at = event.at
         step.save(update_fields=["status", "compensation_attempts", "compensated_at"])
+        _moved_on(saga)
     if saga.status in (SagaStatus.PENDING, SagaStatus.RUNNING):
         _saga_to(saga, SagaStatus.COMPENSATING)
 

@@ -8,6 +8,10 @@ from sagas.exceptions import DefinitionError
 
 NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
+# Seconds between a unit's soft and hard time limits, whatever runs it: the soft limit
+# interrupts stalled work, the hard one replaces a process that ignores it.
+HARD_LIMIT_SLACK = 10.0
+
 
 class Mode(models.TextChoices):
     """How a saga is run: the three styles of the same purchase."""
@@ -40,3 +44,9 @@ def check_names(definition, names: list[str]) -> None:
         if name in seen:
             fail(definition, "two steps have this name", name)
         seen.add(name)
+
+
+def check_timeout(definition, timeout: float | None, step: str) -> None:
+    # "not > 0" refuses NaN too, which every comparison calls false.
+    if timeout is not None and not timeout > 0:
+        fail(definition, "its timeout must be a positive number of seconds", step)

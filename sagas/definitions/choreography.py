@@ -29,7 +29,7 @@ from enum import StrEnum
 from functools import cached_property
 from typing import ClassVar
 
-from sagas.definitions.base import Mode, check_names, fail
+from sagas.definitions.base import Mode, check_names, check_timeout, fail
 
 END = "end"  # the pseudo-step of the app that ends an undone saga
 
@@ -171,10 +171,13 @@ class Choreography:
                 )
             if index == self.pivot_index and not step.fails:
                 fail(self, "the pivot needs a failure event", step.name)
-            if step.timeout is not None and step.timeout <= 0:
+            if index > last_undoable and index != self.pivot_index and step.fails:
                 fail(
-                    self, "its timeout must be a positive number of seconds", step.name
+                    self,
+                    "a step after the pivot cannot fail: it is retried until done",
+                    step.name,
                 )
+            check_timeout(self, step.timeout, step.name)
         roles = [
             e
             for s in self.steps

@@ -26,7 +26,7 @@ from enum import StrEnum
 from functools import cached_property
 from typing import ClassVar
 
-from sagas.definitions.base import Mode, check_names, fail
+from sagas.definitions.base import Mode, check_names, check_timeout, fail
 
 Action = Callable[[dict], dict | None]
 Compensation = Callable[[dict], None]
@@ -170,10 +170,7 @@ class SagaDefinition:
 
     def _check_policies(self) -> None:
         for index, step in enumerate(self.steps):
-            if step.timeout is not None and step.timeout <= 0:
-                fail(
-                    self, "its timeout must be a positive number of seconds", step.name
-                )
+            check_timeout(self, step.timeout, step.name)
             # After the pivot there is no going back: giving up would leave the
             # purchase half done, so such a step must be retried until it succeeds.
             if (

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import ClassVar
 
-from sagas.definitions.base import Mode, check_names, fail
+from sagas.definitions.base import Mode, check_names, check_timeout, fail
 from sagas.definitions.orchestration import (
     DEFAULT_RETRY,
     FOREVER,
@@ -112,6 +112,8 @@ class TryConfirmCancel(SagaDefinition):
         return f"{self.name}.tcc.{self.steps[index].name}"
 
     def validate(self) -> None:
+        if not self.participants:
+            fail(self, "it needs at least one participant")
         check_names(self, self.step_names)
         for participant in self.participants:
             missing = [
@@ -126,5 +128,6 @@ class TryConfirmCancel(SagaDefinition):
                     f"a participant needs all three phases; {phases} missing",
                     participant.name,
                 )
-            if participant.timeout is not None and participant.timeout <= 0:
-                fail(self, "its timeout must be a positive number of seconds")
+            check_timeout(self, participant.timeout, participant.name)
+        for step in self.then:
+            check_timeout(self, step.timeout, step.name)

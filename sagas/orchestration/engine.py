@@ -31,10 +31,6 @@ from sagas.models import (
 )
 from sagas.orchestration import dispatch
 
-# Seconds between a step's soft and hard time limits: the soft limit interrupts a
-# stalled step, the hard one replaces a process that ignores it.
-HARD_LIMIT_SLACK = 10.0
-
 
 class StepOutcome(StrEnum):
     APPLIED = "applied"  # the work was done now

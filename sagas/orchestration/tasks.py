@@ -9,6 +9,7 @@ from kombu import Producer
 
 from sagas import registry
 from sagas.definitions import Mode, Phase, SagaDefinition
+from sagas.definitions.base import HARD_LIMIT_SLACK
 from sagas.exceptions import BusinessError, DefinitionError
 from sagas.failures import Failure, FailureKind, failure_of
 from sagas.messaging import subscriptions
@@ -71,7 +72,7 @@ def step_task(definition: SagaDefinition, index: int, phase: Phase) -> Task:
         # The soft limit interrupts a stalled step, which then rolls back and counts as
         # timed out; the hard limit replaces a process that ignores it.
         soft_time_limit=timeout,
-        time_limit=timeout + engine.HARD_LIMIT_SLACK,
+        time_limit=timeout + HARD_LIMIT_SLACK,
     )
 
 

@@ -68,6 +68,10 @@ def test_the_shipped_definitions_pass():
             (Step("slow", act, timeout=-1),),
             ["positive number of seconds", "step 'slow'"],
         ),
+        (
+            (Step("odd", act, timeout=float("nan")),),
+            ["positive number of seconds", "step 'odd'"],
+        ),
     ],
 )
 def test_a_broken_orchestrated_saga_fails_the_check(registered, steps, expected):
@@ -90,6 +94,39 @@ def test_a_tcc_participant_without_all_three_phases_fails_the_check(registered):
         "step 'stock'",
         "needs all three phases; confirm, cancel missing",
     )
+
+
+@pytest.mark.parametrize(
+    ("definition", "expected"),
+    [
+        (
+            TryConfirmCancel(name="test_broken", participants=()),
+            ["it needs at least one participant"],
+        ),
+        (
+            TryConfirmCancel(
+                name="test_broken",
+                participants=(
+                    Participant("stock", try_=act, confirm=act, cancel=undo, timeout=0),
+                ),
+            ),
+            ["step 'stock'", "positive number of seconds"],
+        ),
+        (
+            TryConfirmCancel(
+                name="test_broken",
+                participants=(
+                    Participant("stock", try_=act, confirm=act, cancel=undo),
+                ),
+                then=(Step("mail", act, timeout=-5),),
+            ),
+            ["step 'mail'", "positive number of seconds"],
+        ),
+    ],
+)
+def test_a_broken_tcc_saga_fails_the_check(registered, definition, expected):
+    registered(definition)
+    check_fails("sagas.E003", "saga 'test_broken' (tcc)", *expected)
 
 
 FLOW = Choreography(
@@ -163,6 +200,45 @@ def test_a_broken_choreography_names_its_step(registered):
         "step 'hold'",
         "needs a failure and an undone event",
     )
+
+
+def test_a_choreography_step_after_the_pivot_cannot_fail(registered):
+    registered(
+        Choreography(
+            name="test_broken",
+            steps=(
+                *FLOW.steps,
+                Reaction(
+                    "mail", by="sagas", on="Finished", succeeds="Mailed", fails="X"
+                ),
+            ),
+            ends_undone_with="FlowUndone",
+            ended_by="sagas",
+        )
+    )
+    check_fails("step 'mail'", "a step after the pivot cannot fail")
+
+
+def test_a_reaction_for_a_saga_that_does_not_run_fails_the_check(monkeypatch):
+    monkeypatch.setattr(handlers, "_handlers", list(handlers._handlers))
+
+    @reacts_to("OrderPlaced", saga="purchse", step="charge_payment")
+    def charge_payment(context):
+        return None
+
+    check_fails("sagas.E007", "saga 'purchse', which is no registered choreography")
+
+
+def test_two_reactions_of_one_name_in_one_app_fail_the_check(registered, monkeypatch):
+    monkeypatch.setattr(handlers, "_handlers", list(handlers._handlers))
+    registered(FLOW)
+    for topic in ("FlowStarted", "Held"):
+
+        @reacts_to(topic, saga="test_flow", step="hold")
+        def hold(context):
+            return None
+
+    check_fails("sagas.E007", "another reaction of sagas has the name 'sagas.hold'")
 
 
 def test_an_unknown_default_mode_fails_the_check(settings):

@@ -140,8 +140,8 @@ def test_labels_are_escaped_in_the_drawing():
 
 def test_the_readme_shows_the_diagrams_of_the_definitions_that_run():
     out = io.StringIO()
-    call_command("saga_diagrams", stdout=out)
+    call_command("saga_diagrams", "purchase", stdout=out)
 
     assert out.getvalue().strip() in README.read_text(), (
-        "README.md's diagrams are stale: paste `python manage.py saga_diagrams`"
+        "README.md's diagrams are stale: paste `manage.py saga_diagrams purchase`"
     )

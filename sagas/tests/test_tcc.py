@@ -16,6 +16,8 @@ from payments.tests.factories import customer_make
 from sagas import barriers, registry
 from sagas.barriers import Passage
 from sagas.definitions import Mode, Phase
+from sagas.definitions.tcc import Participant, TryConfirmCancel
+from sagas.exceptions import StepTimeout
 from sagas.failures import failure_of
 from sagas.models import Barrier, Saga, SagaStatus, StepStatus
 from sagas.orchestration import engine
@@ -185,6 +187,70 @@ def test_a_cancel_delivered_twice_cancels_once(buyer):
     )
     assert balance(buyer) == 1000  # given back once, not twice
     assert Payment.objects.get().status == PaymentStatus.VOIDED
+
+
+def test_past_the_engine_the_barrier_lets_each_phase_run_once(buyer):
+    # The engine's step records stop most copies before they get here; the barrier
+    # is what stops the rest (a copy racing the first, a step record lost).
+    calls = []
+
+    def phase(name):
+        def work(context):
+            calls.append(name)
+
+        work.__name__ = name
+        return work
+
+    counted = TryConfirmCancel(
+        name="counted",
+        participants=(
+            Participant(
+                "payment",
+                try_=phase("try"),
+                confirm=phase("confirm"),
+                cancel=phase("cancel"),
+            ),
+        ),
+    )
+    saga = tcc_saga(buyer)
+
+    for index, unit_phase in [
+        (0, Phase.ACTION),  # try
+        (0, Phase.ACTION),
+        (1, Phase.ACTION),  # confirm
+        (1, Phase.ACTION),
+        (0, Phase.COMPENSATION),  # cancel
+        (0, Phase.COMPENSATION),
+    ]:
+        with transaction.atomic():
+            engine._call(saga, counted, index, unit_phase)
+
+    assert calls == ["try", "confirm", "cancel"]
+
+
+def test_a_try_that_times_out_cancels_all_and_a_late_copy_holds_nothing(buyer):
+    saga = tcc_saga(buyer)
+    run(saga, TRY_PAYMENT)
+    fail(saga, TRY_STOCK, StepTimeout("try_stock ran past its 30 s deadline"))
+    assert saga.status == SagaStatus.COMPENSATING
+
+    for index in (TRY_SHIPMENT, TRY_STOCK, TRY_PAYMENT):
+        assert run(saga, index, Phase.COMPENSATION) is StepOutcome.APPLIED
+    assert run(saga, -1, Phase.END) is StepOutcome.APPLIED
+    # The timed-out try, delivered again after its cancel, must hold nothing.
+    with transaction.atomic():
+        assert (
+            barriers.barrier_pass(saga_id=saga.pk, branch="stock", op="try")
+            is Passage.CANCELLED_FIRST
+        )
+
+    saga.refresh_from_db()
+    assert saga.status == SagaStatus.COMPENSATED
+    assert "timed out" in saga.reason or "deadline" in saga.error
+    assert Payment.objects.get().status == PaymentStatus.VOIDED
+    assert balance(buyer) == 1000
+    assert Product.objects.get(sku="TEA").reserved == 0
+    assert ("stock", "try", "cancel") in barrier_rows(saga)
 
 
 def test_the_barriers_of_ended_sagas_are_cleaned_in_batches(buyer):

@@ -14,14 +14,16 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser) -> None:
+        parser.add_argument("names", nargs="*", help="only the sagas of these names")
         parser.add_argument("--svg", metavar="DIR", help="write <name>-<mode>.svg here")
 
-    def handle(self, *args, **options) -> None:
-        self.stdout.write(diagrams.markdown(registry.definitions()))
+    def handle(self, *args, names: list[str], **options) -> None:
+        chosen = [d for d in registry.definitions() if not names or d.name in names]
+        self.stdout.write(diagrams.markdown(chosen))
         if options["svg"]:
             folder = Path(options["svg"])
             folder.mkdir(parents=True, exist_ok=True)
-            for definition in registry.definitions():
+            for definition in chosen:
                 path = folder / f"{definition.name}-{definition.mode}.svg"
                 path.write_text(diagrams.svg(definition))
                 self.stderr.write(f"wrote {path}")
