@@ -14,6 +14,8 @@ from django.apps import apps
 from django.db import connection, models
 from django.utils import timezone
 
+from sagas.cleaning import delete_in_batches
+
 
 class AbstractInboxMessage(models.Model):
     consumer = models.CharField(max_length=100)  # the handler, e.g. "charge_payment"
@@ -69,6 +71,6 @@ def inbox_clean(*, days: int) -> int:
     """Delete what is older than the window in which duplicates are recognised."""
     cutoff = timezone.now() - timedelta(days=days)
     return sum(
-        model.objects.filter(received_at__lt=cutoff).delete()[0]
+        delete_in_batches(model.objects.filter(received_at__lt=cutoff))
         for model in inbox_models()
     )

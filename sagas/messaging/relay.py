@@ -27,6 +27,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from sagas import selectors
+from sagas.cleaning import delete_in_batches
 from sagas.messaging import subscriptions
 from sagas.messaging.outbox import (
     NOTIFY_CHANNEL,
@@ -191,7 +192,7 @@ def outbox_clean(*, days: int) -> int:
     """Delete rows published more than ``days`` ago; pending rows are never touched."""
     cutoff = timezone.now() - timedelta(days=days)
     return sum(
-        model.objects.filter(published_at__lt=cutoff).delete()[0]
+        delete_in_batches(model.objects.filter(published_at__lt=cutoff))
         for model in outbox_models()
     )
 

@@ -1,0 +1,91 @@
+"""How one choreographed reaction runs, on the real database: a refusal past the
+pivot leaves no trace but the operator's note, an ended saga takes no more, and the
+tracker clears what held a step up once it is done."""
+
+import dataclasses
+import uuid
+
+import pytest
+from django.utils import timezone
+
+from inventory.tests.factories import product_make
+from orders.models import InboxMessage as OrdersInbox
+from orders.models import Order, OrderStatus
+from orders.tests.factories import order_make
+from payments.models import Payment
+from payments.tests.factories import customer_make
+from sagas.choreography import handlers, tracker
+from sagas.definitions import Mode
+from sagas.exceptions import BusinessError
+from sagas.models import Barrier, Saga, SagaStatus, StepStatus
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def saga():
+    product_make(sku="TEA", price="10.00", units=10)
+    user, method = customer_make(balance="100.00")
+    order = order_make(customer=user, payment_method_id=method.pk, mode="choreography")
+    return Saga.objects.get(pk=order.saga_id)
+
+
+def message(saga: Saga, topic: str) -> dict:
+    return {
+        "message_id": str(uuid.uuid4()),
+        "topic": topic,
+        "aggregate_id": str(saga.context["order_id"]),
+        "payload": {},
+        "headers": {"saga_id": saga.pk, "mode": Mode.CHOREOGRAPHY},
+        "created_at": timezone.now().isoformat(),
+    }
+
+
+def handler(name: str) -> handlers.Handler:
+    return next(h for h in handlers.declared(saga="purchase") if h.name == name)
+
+
+def test_a_step_refused_after_the_pivot_leaves_nothing_but_a_note_and_is_tried_again(
+    saga,
+):
+    confirm = handler("orders.confirm_order")
+
+    def refusing(context):
+        raise BusinessError("the order desk is closed")
+
+    refusing.__name__ = confirm.function.__name__
+    committed = message(saga, "StockCommitted")
+
+    with pytest.raises(handlers.RefusedAfterPivot):
+        handlers.handle(dataclasses.replace(confirm, function=refusing), committed)
+
+    # Rolled back whole: the copy that comes next is no duplicate, no fence stops it.
+    assert not OrdersInbox.objects.exists()
+    assert not Barrier.objects.filter(saga=saga, branch="confirm_order").exists()
+    assert Order.objects.get().status == OrderStatus.PENDING
+    saga.refresh_from_db()
+    assert saga.attention == "confirm_order was refused: the order desk is closed"
+
+    handlers.handle(confirm, committed)  # tried again, and it goes through
+
+    assert Order.objects.get().status == OrderStatus.CONFIRMED
+
+
+def test_an_event_that_comes_after_its_saga_ended_does_nothing(saga):
+    Saga.objects.filter(pk=saga.pk).update(status=SagaStatus.COMPENSATED)
+
+    handlers.handle(handler("payments.charge_payment"), message(saga, "OrderPlaced"))
+
+    assert not Payment.objects.exists()
+    assert not Barrier.objects.filter(saga=saga).exists()
+
+
+def test_a_step_getting_done_clears_its_losses_and_the_note(saga):
+    # Losses are counted per step: those of one step must not time out the next.
+    Saga.objects.filter(pk=saga.pk).update(recoveries=3, attention="held up")
+
+    tracker.saga_track(message(saga, "PaymentCaptured"))
+
+    saga.refresh_from_db()
+    assert (saga.recoveries, saga.attention) == (0, "")
+    assert saga.steps.get(name="charge_payment").status == StepStatus.SUCCEEDED
