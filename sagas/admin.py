@@ -137,6 +137,7 @@ class SagaAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
                 )
             },
         ),
+        ("Definition", {"fields": ("diagram",)}),
         (
             "Timing",
             {
@@ -151,7 +152,6 @@ class SagaAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
                 )
             },
         ),
-        ("Definition", {"fields": ("diagram",)}),
         ("Origin", {"fields": ("owner", "idempotency_key")}),
         ("Context", {"fields": ("context_pretty",)}),
     )

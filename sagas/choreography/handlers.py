@@ -30,7 +30,7 @@ from sagas.failures import PUBLIC_REASONS, FailureKind
 from sagas.messaging.correlation import collecting, correlated
 from sagas.messaging.inbox import inbox_accept
 from sagas.messaging.outbox import outbox_emit
-from sagas.models import ENDED_STATUSES, BarrierOp, Saga, SagaEventKind
+from sagas.models import ENDED_STATUSES, BarrierOp, Saga
 
 GENERIC_REASON = PUBLIC_REASONS[FailureKind.UNEXPECTED]
 
@@ -83,7 +83,7 @@ def handle(handler: Handler, message: dict) -> None:
         # Rolled back, inbox row and barrier too: the reaction is retried (and then
         # its event sent again by the sweep) until the step gets done; an operator
         # sees why meanwhile.
-        _needs_attention(refusal.saga, str(refusal))
+        _needs_attention(refusal.saga.pk, str(refusal))
         raise
 
 
@@ -197,6 +197,9 @@ def _end(reaction: _Reaction) -> None:
 ROLES = {Role.ACT: _act, Role.UNDO: _undo, Role.END: _end}
 
 
-def _needs_attention(saga: Saga, why: str) -> None:
-    Saga.objects.filter(pk=saga.pk).update(attention=why[:2000])
-    bookkeeping.log(saga, SagaEventKind.ATTENTION, "", why)
+def _needs_attention(saga_id: int, why: str) -> None:
+    with transaction.atomic():
+        saga = selectors.saga_lock(saga_id=saga_id)
+        if saga is not None:
+            bookkeeping.flag(saga, why)
+            bookkeeping.save(saga, "attention")
