@@ -2,6 +2,7 @@
 broker, every event twice, a failure before the event it undoes, a step whose event
 never comes."""
 
+import signal
 import threading
 import time
 from decimal import Decimal
@@ -12,13 +13,13 @@ from inventory.models import Product
 from orders.models import Order, OrderStatus
 from orders.models import OutboxMessage as OrdersOutbox
 from payments.models import Account, Payment
+from payments.models import InboxMessage as PaymentsInbox
 from sagas import lifecycle
 from sagas.definitions import Mode
 from sagas.messaging.outbox import outbox_models, outbox_republish
 from sagas.models import Barrier, Saga, SagaEventKind, SagaStatus, StepStatus
 from tests import world
-from tests.cluster import Cluster, wait_until
-from tests.conftest import TIMING
+from tests.cluster import wait_until
 from tests.world import assert_consistent
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -87,14 +88,15 @@ def test_every_event_delivered_twice_and_more_changes_nothing(cluster):
 
 
 def test_a_failure_that_overtakes_the_event_before_it_ends_the_purchase_right(
-    test_db_name, timing
+    cluster,
 ):
     """An operator cancels while the event that would start the first step is held
     back. The failure arrives first; the held-back event, when it comes, finds its
     step fenced and does nothing: no charge, no stock, the order cancelled."""
-    cluster = Cluster(db_name=test_db_name, env={**TIMING, "SAGA_FAULTS": ""})
+    # The session's relay is stopped while the order is placed, so that what it
+    # writes stays in the outbox until the test has held its first event back.
+    cluster.kill("relay", signal.SIGTERM)
     try:
-        cluster.start_worker()  # no relay yet: what is written stays in the outboxes
         world.product("TEA", price="10.00", units=10)
         bob = world.customer("100.00")
         order, saga = place(bob, {"TEA": 2})
@@ -102,19 +104,20 @@ def test_a_failure_that_overtakes_the_event_before_it_ends_the_purchase_right(
         hold_back(placed)
 
         lifecycle.saga_cancel(saga_id=saga.pk, actor="ops", reason="fraud check")
-        cluster.start_relay()
-        [saga] = world.wait_ended([saga.pk], timeout=60)
-        assert saga.status == SagaStatus.COMPENSATED
-
-        release(placed)  # the event the failure overtook, delivered at last
-        wait_until(
-            lambda: cluster.received("payments.charge_payment") >= 1,
-            timeout=30,
-            what="the held-back event to reach payments",
-        )
-        wait_until(cluster.idle, timeout=30, what="the worker to settle")
     finally:
-        cluster.stop()
+        cluster.start_relay()
+    [saga] = world.wait_ended([saga.pk], timeout=60)
+    assert saga.status == SagaStatus.COMPENSATED
+
+    release(placed)  # the event the failure overtook, delivered at last
+    wait_until(
+        lambda: PaymentsInbox.objects.filter(
+            consumer="payments.charge_payment", message_id=placed.message_id
+        ).exists(),
+        timeout=30,
+        what="the held-back event to reach payments",
+    )
+    wait_until(cluster.idle, timeout=30, what="the worker to settle")
 
     order.refresh_from_db()
     assert (order.status, order.cancel_reason) == (
@@ -127,11 +130,13 @@ def test_a_failure_that_overtakes_the_event_before_it_ends_the_purchase_right(
     assert (
         saga.steps.get(name="charge_payment").status == StepStatus.FAILED
     )  # never ran, refused by the cancel
-    assert set(
+    barriers = set(
         Barrier.objects.filter(saga=saga).values_list("branch", "op", "reason")
-    ) == {
+    )
+    # Payments' undo of the failure finds nothing to undo, or, if the order was
+    # cancelled first, finds the saga ended and does not even look: either is right.
+    assert barriers - {("charge_payment", "cancel", "cancel")} == {
         ("charge_payment", "try", "cancel"),  # the fence: no late charge
-        ("charge_payment", "cancel", "cancel"),  # its undo found nothing to undo
         ("end", "try", "try"),  # the order cancelled, once
     }
     assert_consistent()
