@@ -129,32 +129,32 @@ def payment_capture(*, order_ref: int) -> Payment | None:
 @transaction.atomic
 def payment_void(*, order_ref: int) -> Payment | None:
     """Give back what was held for an order; a no-op if nothing is (any more)."""
-    payment = selectors.payment_lock(order_ref=order_ref)
-    if payment is None or payment.status != PaymentStatus.AUTHORIZED:
-        return payment
-    Account.objects.filter(pk=payment.account_id).update(
-        balance=F("balance") + payment.amount
-    )
-    payment.move_to(PaymentStatus.VOIDED)
-    payment.save(update_fields=["status"])
-    _emit("PaymentVoided", payment)
-    return payment
+    return _give_back(order_ref, PaymentStatus.AUTHORIZED, PaymentStatus.VOIDED)
 
 
 @fault_point("payments.refund")
 @transaction.atomic
 def payment_refund(*, order_ref: int) -> Payment | None:
     """Give an order's payment back; a no-op if none was taken or it was refunded."""
+    return _give_back(order_ref, PaymentStatus.CAPTURED, PaymentStatus.REFUNDED)
+
+
+def _give_back(order_ref: int, held: str, to: str) -> Payment | None:
+    """Return to its account what an order's payment holds while ``held`` (a hold
+    voided, a capture refunded); a no-op for a payment in any other status."""
     payment = selectors.payment_lock(order_ref=order_ref)
-    if payment is None or payment.status != PaymentStatus.CAPTURED:
+    if payment is None or payment.status != held:
         return payment
     Account.objects.filter(pk=payment.account_id).update(
         balance=F("balance") + payment.amount
     )
-    payment.move_to(PaymentStatus.REFUNDED)
-    payment.refunded_at = timezone.now()
-    payment.save(update_fields=["status", "refunded_at"])
-    _emit("PaymentRefunded", payment)
+    payment.move_to(to)
+    fields = ["status"]
+    if to == PaymentStatus.REFUNDED:
+        payment.refunded_at = timezone.now()
+        fields.append("refunded_at")
+    payment.save(update_fields=fields)
+    _emit(f"Payment{to.capitalize()}", payment)
     return payment
 
 

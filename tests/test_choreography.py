@@ -12,15 +12,15 @@ import pytest
 from inventory.models import Product
 from orders.models import Order, OrderStatus
 from orders.models import OutboxMessage as OrdersOutbox
-from payments.models import Account, Payment
 from payments.models import InboxMessage as PaymentsInbox
+from payments.models import Payment
 from sagas import lifecycle
 from sagas.definitions import Mode
 from sagas.messaging.outbox import outbox_models, outbox_republish
 from sagas.models import Barrier, Saga, SagaEventKind, SagaStatus, StepStatus
 from tests import world
 from tests.cluster import wait_until
-from tests.world import assert_consistent
+from tests.world import assert_consistent, balance
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -38,10 +38,6 @@ def events_of(saga: Saga) -> list:
         for model in outbox_models()
         for row in model.objects.filter(saga_id=saga.pk)
     ]
-
-
-def balance(customer) -> Decimal:
-    return Account.objects.get(customer=customer.user).balance
 
 
 def test_every_event_delivered_twice_and_more_changes_nothing(cluster):

@@ -17,6 +17,7 @@ from sagas.models import OutboxMessage as SagaOutbox
 from sagas.models import Saga, SagaStatus, StepStatus
 from tests import world
 from tests.cluster import wait_until
+from tests.world import balance
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -32,10 +33,6 @@ def place(customer, items, **kwargs) -> tuple[Order, Saga]:
 
 def steps_of(saga: Saga) -> dict[str, str]:
     return {s.name: s.status for s in saga.steps.order_by("index")}
-
-
-def balance(customer) -> Decimal:
-    return Account.objects.get(customer=customer.user).balance
 
 
 def test_happy_path_confirms_the_order_everywhere(cluster):

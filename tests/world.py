@@ -3,6 +3,7 @@
 import itertools
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 from django.contrib.auth.models import User
 from django.db import connection
@@ -12,7 +13,7 @@ from inventory.models import Product
 from inventory.tests.factories import product_make
 from orders.models import Order, OrderStatus
 from orders.reconcile import reconcile
-from payments.models import Payment, PaymentStatus
+from payments.models import Account, Payment, PaymentStatus
 from payments.tests.factories import customer_make
 from sagas.models import ENDED_STATUSES, Saga, SagaStatus
 from shop.tests.factories import client_for
@@ -92,6 +93,10 @@ def wait_ended(saga_ids, *, timeout: float = 60.0) -> list[Saga]:
     return wait_until(
         ended, timeout=timeout, what=f"{len(ids)} sagas to end", on_timeout=stuck
     )
+
+
+def balance(customer: Customer) -> Decimal:
+    return Account.objects.get(customer=customer.user).balance
 
 
 def place(customer: Customer, items: dict[str, int], **kwargs) -> Saga:
