@@ -3,7 +3,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from shop.chaos import NotSupervised
-from shop.demo import SystemUnavailable, run_demo
+from shop.demo import MODES, SystemUnavailable, run_demo
 from shop.devenv import DevenvError, web_url
 
 
@@ -24,10 +24,19 @@ class Command(BaseCommand):
             default=0,
             metavar="N",
             help="kill -9 the Celery worker of this checkout's `make run` N times "
-            "while the orders are processed",
+            "while each mode's orders are processed",
+        )
+        parser.add_argument(
+            "--mode",
+            action="append",
+            choices=MODES,
+            dest="modes",
+            help="run only this mode (repeat for more; default: all three in turn)",
         )
 
-    def handle(self, *args, url: str, batch: int, kill_worker: int, **options) -> None:
+    def handle(
+        self, *args, url: str, batch: int, kill_worker: int, modes, **options
+    ) -> None:
         if batch < 0:
             raise CommandError("--batch must be 0 or more")
         try:
@@ -36,7 +45,11 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from exc
         try:
             ok = run_demo(
-                url=url, write=self.stdout.write, batch=batch, kill_worker=kill_worker
+                url=url,
+                write=self.stdout.write,
+                batch=batch,
+                kill_worker=kill_worker,
+                modes=tuple(modes or MODES),
             )
         except SystemUnavailable as exc:
             raise CommandError(f"{exc}; start it with `make run`") from exc
