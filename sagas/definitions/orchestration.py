@@ -122,10 +122,21 @@ class SagaDefinition:
         """The task name shown in Flower, e.g. ``purchase.refund_payment``."""
         if phase is Phase.END:
             hook = self.on_compensated
-            return f"{self.name}.{hook.__name__ if hook else 'compensated'}"
-        if phase is Phase.COMPENSATION:
-            return f"{self.name}.{self.steps[index].compensate.__name__}"
-        return f"{self.name}.{self.steps[index].name}"
+            unit = hook.__name__ if hook else self.end_name
+        elif phase is Phase.COMPENSATION:
+            unit = self.compensation_name(index)
+        else:
+            unit = self.steps[index].name
+        return f"{self.task_prefix}.{unit}"
+
+    @property
+    def task_prefix(self) -> str:
+        return self.name
+
+    end_name: ClassVar[str] = "compensated"  # the END task's name without a hook
+
+    def compensation_name(self, index: int) -> str:
+        return self.steps[index].compensate.__name__
 
     def tasks(self) -> list[tuple[int, Phase]]:
         """Every (step index, phase) that runs as a task; END (index -1) always runs,

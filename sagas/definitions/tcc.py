@@ -102,14 +102,15 @@ class TryConfirmCancel(SagaDefinition):
             return participant, "cancel"
         return participant, "try" if index < count else "confirm"
 
-    def task_name(self, index: int, phase: Phase) -> str:
-        """``purchase.tcc.try_payment``, ``purchase.tcc.cancel_stock``, ..."""
-        if phase is Phase.END:
-            hook = self.on_compensated
-            return f"{self.name}.tcc.{hook.__name__ if hook else 'cancelled'}"
-        if phase is Phase.COMPENSATION:
-            return f"{self.name}.tcc.cancel_{self.participants[index].name}"
-        return f"{self.name}.tcc.{self.steps[index].name}"
+    # Task names: ``purchase.tcc.try_payment``, ``purchase.tcc.cancel_stock``, ...
+    end_name: ClassVar[str] = "cancelled"
+
+    @property
+    def task_prefix(self) -> str:
+        return f"{self.name}.tcc"
+
+    def compensation_name(self, index: int) -> str:
+        return f"cancel_{self.participants[index].name}"
 
     def validate(self) -> None:
         if not self.participants:

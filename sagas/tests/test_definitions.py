@@ -141,3 +141,17 @@ def test_fault_settings_parse(spec, parsed):
 def test_a_bad_fault_setting_is_refused(spec):
     with pytest.raises(ValueError, match="bad SAGA_FAULTS entry"):
         faults.parse(spec)
+
+
+def test_the_tcc_purchase_runs_as_readable_tasks():
+    tcc = registry.definition("purchase", "tcc")
+    names = {tcc.task_name(i, p) for i, p in tcc.tasks()}
+    assert names == {
+        *(
+            f"purchase.tcc.{op}_{p}"
+            for op in ("try", "confirm", "cancel")
+            for p in ("payment", "stock", "shipment")
+        ),
+        "purchase.tcc.confirm_order",
+        "purchase.tcc.cancel_order",
+    }

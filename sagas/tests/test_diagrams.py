@@ -5,7 +5,9 @@ import re
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
 from django.core.management import call_command
+from django.core.management.base import CommandError
 
 from sagas import diagrams, registry
 from sagas.definitions import SagaDefinition, Step
@@ -145,3 +147,8 @@ def test_the_readme_shows_the_diagrams_of_the_definitions_that_run():
     assert out.getvalue().strip() in README.read_text(), (
         "README.md's diagrams are stale: paste `manage.py saga_diagrams purchase`"
     )
+
+
+def test_a_saga_that_does_not_exist_is_refused_by_name():
+    with pytest.raises(CommandError, match="no saga named purchse"):
+        call_command("saga_diagrams", "purchse", stdout=io.StringIO())

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from sagas import diagrams, registry
 
@@ -19,6 +19,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, names: list[str], **options) -> None:
         chosen = [d for d in registry.definitions() if not names or d.name in names]
+        if unknown := set(names) - {d.name for d in chosen}:
+            raise CommandError(f"no saga named {', '.join(sorted(unknown))}")
         self.stdout.write(diagrams.markdown(chosen))
         if options["svg"]:
             folder = Path(options["svg"])
