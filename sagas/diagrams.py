@@ -13,6 +13,7 @@ from enum import StrEnum
 from html import escape
 
 from sagas.definitions import Mode
+from sagas.models import SagaStatus, StepStatus
 
 LEFT, RIGHT = 0, 1  # the work, the undo work
 
@@ -267,17 +268,17 @@ def _colours(box: Box, saga, steps: dict) -> tuple[str, str]:
     if box.part is Part.START:
         return DONE
     if box.part is Part.COMPLETED:
-        return DONE if status == "COMPLETED" else IDLE
+        return DONE if status == SagaStatus.COMPLETED else IDLE
     if box.part is Part.UNDONE:
-        return UNDONE if status == "COMPENSATED" else IDLE
+        return UNDONE if status == SagaStatus.COMPENSATED else IDLE
     record = steps.get(box.step)
     if record is None:
         return IDLE
     if box.part is Part.UNDO:
         return UNDONE if record.compensated_at else IDLE
     return {
-        "SUCCEEDED": DONE,
-        "FAILED": FAILED,
-        "RUNNING": ACTIVE,
-        "COMPENSATED": UNDONE,
+        StepStatus.SUCCEEDED: DONE,
+        StepStatus.FAILED: FAILED,
+        StepStatus.RUNNING: ACTIVE,
+        StepStatus.COMPENSATED: UNDONE,
     }.get(record.status, IDLE)
