@@ -25,5 +25,8 @@ test: lint
 demo: $(STAMP)
 	@exec $(PY) -m shop.devenv demo
 
+bench: $(STAMP)
+	@exec $(PY) -m shop.devenv bench $(ARGS)
+
 lint: $(STAMP)
 	@$(VENV)/bin/ruff format --check --quiet . && $(VENV)/bin/ruff check --quiet .

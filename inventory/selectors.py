@@ -3,6 +3,9 @@
 from django.db.models import QuerySet, Sum
 
 from inventory.models import Product, ReservationStatus, StockReservation
+from shop import sql
+
+_IN_PK_ORDER = "ORDER BY id FOR UPDATE"
 
 
 def product_list() -> QuerySet[Product]:
@@ -13,30 +16,40 @@ def product_get(*, sku: str) -> Product | None:
     return Product.objects.filter(sku=sku).first()
 
 
+# The reads and locks of a purchase's stock steps are hand-written SQL (shop.sql).
+
+
 def product_prices(*, skus: list[str]) -> dict[str, "Product"]:
     """The products named by ``skus`` (unknown ones are absent), by sku."""
-    return {p.sku: p for p in Product.objects.filter(sku__in=skus)}
+    return {p.sku: p for p in sql.select(Product, "sku = ANY(%s)", [list(skus)])}
 
 
 def products_lock(*, skus: list[str]) -> dict[str, Product]:
     """Lock products in pk order, so concurrent reservations never deadlock."""
-    rows = Product.objects.filter(sku__in=skus).order_by("pk").select_for_update()
+    rows = sql.select(Product, "sku = ANY(%s)", [list(skus)], tail=_IN_PK_ORDER)
     return {p.sku: p for p in rows}
 
 
+def products_lock_by_id(*, ids: list[int]) -> dict[int, Product]:
+    """Lock products by id, in pk order."""
+    rows = sql.select(Product, "id = ANY(%s)", [list(ids)], tail=_IN_PK_ORDER)
+    return {p.pk: p for p in rows}
+
+
 def reservations_lock(*, order_ref: int, status: str) -> list[StockReservation]:
-    """Lock an order's reservations of one status and their products, in pk order."""
-    return list(
-        StockReservation.objects.filter(order_ref=order_ref, status=status)
-        .select_related("product")
-        .order_by("product_id")
-        .select_for_update(of=("self",))  # products are locked apart, by products_lock
+    """Lock an order's reservations of one status, in product order (their products
+    are locked apart, by products_lock_by_id)."""
+    return sql.select(
+        StockReservation,
+        "order_ref = %s AND status = %s",
+        [order_ref, status],
+        tail="ORDER BY product_id FOR UPDATE",
     )
 
 
 def reservations_of(*, order_ref: int) -> list[StockReservation]:
-    return list(
-        StockReservation.objects.filter(order_ref=order_ref).select_related("product")
+    return sql.select(
+        StockReservation, "order_ref = %s", [order_ref], tail="ORDER BY id"
     )
 
 

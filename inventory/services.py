@@ -3,6 +3,10 @@
 Each service is idempotent per order (a reservation exists at most once per order and
 product), writes its outbox event in the same transaction, and locks products in pk
 order. The database refuses any count below zero, so nothing can ever oversell.
+
+Services are atomic without a savepoint of their own: inside a caller's transaction (a
+saga step) a failure rolls the whole of it back, so a savepoint would only cost two
+statements; a caller that must go on after a failure opens its own (a reaction does).
 """
 
 from django.db import transaction
@@ -16,14 +20,14 @@ from sagas.faults import fault_point
 from sagas.messaging.outbox import outbox_emit
 
 
-@transaction.atomic
+@transaction.atomic(savepoint=False)
 def product_create(*, sku: str, name: str, price, units: int = 0) -> Product:
     return Product.objects.create(
         sku=sku, name=name, price=price, available=units, received=units
     )
 
 
-@transaction.atomic
+@transaction.atomic(savepoint=False)
 def product_update(*, sku: str, name: str, price) -> Product:
     """Rename or reprice; the stock counts are left to the stock services."""
     product = selectors.products_lock(skus=[sku])[sku]
@@ -32,7 +36,7 @@ def product_update(*, sku: str, name: str, price) -> Product:
     return product
 
 
-@transaction.atomic
+@transaction.atomic(savepoint=False)
 def product_restock(*, sku: str, units: int) -> Product:
     product = selectors.products_lock(skus=[sku])[sku]
     product.available += units
@@ -42,7 +46,7 @@ def product_restock(*, sku: str, units: int) -> Product:
 
 
 @fault_point("inventory.reserve")
-@transaction.atomic
+@transaction.atomic(savepoint=False)
 def stock_reserve(
     *, order_ref: int, lines: list[tuple[str, int]]
 ) -> list[StockReservation]:
@@ -71,14 +75,14 @@ def stock_reserve(
 
 
 @fault_point("inventory.release")
-@transaction.atomic
+@transaction.atomic(savepoint=False)
 def stock_release(*, order_ref: int) -> None:
     """Give back what an order holds; nothing to do if it holds nothing (any more)."""
     _settle(order_ref, ReservationStatus.RELEASED, "StockReleased")
 
 
 @fault_point("inventory.commit")
-@transaction.atomic
+@transaction.atomic(savepoint=False)
 def stock_commit(*, order_ref: int) -> None:
     """Turn what an order holds into sold units."""
     _settle(order_ref, ReservationStatus.COMMITTED, "StockCommitted")
@@ -90,7 +94,7 @@ def _settle(order_ref: int, outcome: str, topic: str) -> None:
     )
     if not held:
         return
-    selectors.products_lock(skus=[r.product.sku for r in held])
+    products = selectors.products_lock_by_id(ids=[r.product_id for r in held])
     moved_to = "available" if outcome == ReservationStatus.RELEASED else "sold"
     for reservation in held:
         Product.objects.filter(pk=reservation.product_id).update(
@@ -103,7 +107,7 @@ def _settle(order_ref: int, outcome: str, topic: str) -> None:
     StockReservation.objects.filter(pk__in=[r.pk for r in held]).update(
         status=outcome, updated_at=timezone.now()
     )
-    _emit(topic, order_ref, [(r.product.sku, r.quantity) for r in held])
+    _emit(topic, order_ref, [(products[r.product_id].sku, r.quantity) for r in held])
 
 
 def _emit(topic: str, order_ref: int, lines: list[tuple[str, int]]) -> None:

@@ -3,6 +3,7 @@
 from django.db.models import OuterRef, QuerySet, Subquery
 
 from orders.models import Order, OrderLine, OrderStatus, Shipment
+from shop import sql
 from shop.permissions import visible_to
 
 VIEW_ORDERS = "orders.view_order"
@@ -21,7 +22,15 @@ def order_by_key(*, customer_id: int, idempotency_key: str) -> Order | None:
 
 
 def order_lock(*, order_id: int) -> Order:
-    return Order.objects.select_for_update(of=("self",)).get(pk=order_id)
+    # On the hot path (a purchase's steps): hand-written SQL (shop.sql).
+    order = sql.first(sql.select(Order, "id = %s", [order_id], tail="FOR UPDATE"))
+    if order is None:
+        raise Order.DoesNotExist(f"no order {order_id}")
+    return order
+
+
+def shipment_of(*, order_id: int) -> Shipment | None:
+    return sql.first(sql.select(Shipment, "order_id = %s", [order_id]))
 
 
 def orders_with_status(*, status: str) -> QuerySet[Order]:

@@ -3,6 +3,10 @@
 A charge and a refund are idempotent per order (one payment row per order) and write
 their outbox event in the same transaction. The account row is locked before the balance
 is read, and the database refuses a negative balance, so nothing can overdraw.
+
+Services are atomic without a savepoint of their own: inside a caller's transaction (a
+saga step) a failure rolls the whole of it back, so a savepoint would only cost two
+statements; a caller that must go on after a failure opens its own (a reaction does).
 """
 
 from decimal import Decimal
@@ -25,14 +29,14 @@ from sagas.faults import fault_point
 from sagas.messaging.outbox import outbox_emit
 
 
-@transaction.atomic
+@transaction.atomic(savepoint=False)
 def account_create(
     *, customer: AbstractBaseUser, balance: Decimal = Decimal("0")
 ) -> Account:
     return Account.objects.create(customer=customer, balance=balance, credited=balance)
 
 
-@transaction.atomic
+@transaction.atomic(savepoint=False)
 def account_credit(*, customer_id: int, amount: Decimal) -> Account:
     account = selectors.account_lock(customer_id=customer_id)
     Account.objects.filter(pk=account.pk).update(
@@ -42,13 +46,13 @@ def account_credit(*, customer_id: int, amount: Decimal) -> Account:
     return account
 
 
-@transaction.atomic
+@transaction.atomic(savepoint=False)
 def payment_method_create(*, customer_id: int, label: str) -> PaymentMethod:
     account = selectors.account_of(customer_id=customer_id)
     return PaymentMethod.objects.create(account=account, label=label)
 
 
-@transaction.atomic
+@transaction.atomic(savepoint=False)
 def payment_method_deactivate(
     *, customer_id: int, method_id: int
 ) -> PaymentMethod | None:
@@ -65,7 +69,7 @@ def payment_method_deactivate(
 
 
 @fault_point("payments.charge")
-@transaction.atomic
+@transaction.atomic(savepoint=False)
 def payment_charge(
     *, order_ref: int, customer_id: int, method_id: int, amount: Decimal
 ) -> Payment:
@@ -103,7 +107,7 @@ def _take(order_ref, customer_id, method_id, amount, status) -> Payment:
 
 
 @fault_point("payments.authorize")
-@transaction.atomic
+@transaction.atomic(savepoint=False)
 def payment_authorize(
     *, order_ref: int, customer_id: int, method_id: int, amount: Decimal
 ) -> Payment:
@@ -113,7 +117,7 @@ def payment_authorize(
 
 
 @fault_point("payments.capture")
-@transaction.atomic
+@transaction.atomic(savepoint=False)
 def payment_capture(*, order_ref: int) -> Payment | None:
     """Take what was held for an order; a no-op once taken."""
     payment = selectors.payment_lock(order_ref=order_ref)
@@ -126,14 +130,14 @@ def payment_capture(*, order_ref: int) -> Payment | None:
 
 
 @fault_point("payments.void")
-@transaction.atomic
+@transaction.atomic(savepoint=False)
 def payment_void(*, order_ref: int) -> Payment | None:
     """Give back what was held for an order; a no-op if nothing is (any more)."""
     return _give_back(order_ref, PaymentStatus.AUTHORIZED, PaymentStatus.VOIDED)
 
 
 @fault_point("payments.refund")
-@transaction.atomic
+@transaction.atomic(savepoint=False)
 def payment_refund(*, order_ref: int) -> Payment | None:
     """Give an order's payment back; a no-op if none was taken or it was refunded."""
     return _give_back(order_ref, PaymentStatus.CAPTURED, PaymentStatus.REFUNDED)

@@ -39,12 +39,10 @@ def saga_start(
 
     Nothing is sent here: the relay sends the first work once the caller commits,
     so a rolled-back caller never starts a saga and a committed one always does.
+    ``idempotency_key`` (per saga name) is unique: a second saga with a key already
+    taken is refused by the database (IntegrityError), with the caller's transaction.
     """
     definition = registry.definition(name, mode)
-    if idempotency_key is not None:
-        existing = selectors.saga_by_key(name=name, idempotency_key=idempotency_key)
-        if existing is not None:
-            return existing
     # No savepoint: if any of this fails, the caller's whole transaction must roll back.
     with transaction.atomic(savepoint=False):
         saga = Saga(
@@ -53,6 +51,7 @@ def saga_start(
             context=context,
             idempotency_key=idempotency_key,
             owner_id=owner_id,
+            generation=1,  # starting it is the first decision that sends work
         )
         bookkeeping.mark_sent(saga, runner_of(saga).first_timeout(definition))
         saga.save()

@@ -70,8 +70,16 @@ class Saga(models.Model):
     current_step = models.PositiveSmallIntegerField(default=0)
     context = models.JSONField(default=dict)
     idempotency_key = models.CharField(max_length=200, null=True, blank=True)  # noqa: DJ001
+    # The engine's own rows reference their saga (and it its owner) without a
+    # database constraint: they are written with it, in its transaction, and never
+    # moved, so a constraint would only add a check (and a row lock on the parent)
+    # at every commit. Django still protects and cascades them.
     owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        db_constraint=False,
     )
     error = models.TextField(blank=True)  # technical: for staff
     # Why it was undone, in words its customer may read (no class or task names).
@@ -122,7 +130,9 @@ class Saga(models.Model):
 
 
 class SagaStep(models.Model):
-    saga = models.ForeignKey(Saga, related_name="steps", on_delete=models.CASCADE)
+    saga = models.ForeignKey(  # no database constraint: see Saga.owner
+        Saga, related_name="steps", on_delete=models.CASCADE, db_constraint=False
+    )
     index = models.PositiveSmallIntegerField()
     name = models.CharField(max_length=100)
     status = models.CharField(
@@ -220,7 +230,9 @@ class Barrier(models.Model):
     itself done and does nothing (the hanging case).
     """
 
-    saga = models.ForeignKey(Saga, related_name="barriers", on_delete=models.CASCADE)
+    saga = models.ForeignKey(  # no database constraint: see Saga.owner
+        Saga, related_name="barriers", on_delete=models.CASCADE, db_constraint=False
+    )
     branch = models.CharField(max_length=100)  # the participant, or the step
     op = models.CharField(max_length=10, choices=BarrierOp.choices)
     reason = models.CharField(max_length=20)  # the op that wrote it: "cancel" on a try

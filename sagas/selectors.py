@@ -3,7 +3,7 @@
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
-from django.db.models import Prefetch, Q, QuerySet
+from django.db.models import Prefetch, Q, QuerySet, Value
 
 from sagas.messaging.outbox import AbstractOutboxMessage, outbox_models
 from sagas.models import (
@@ -14,16 +14,30 @@ from sagas.models import (
     SagaStatus,
     SagaStep,
 )
+from shop import sql
 from shop.permissions import visible_to
 
 
-def saga_lock(*, saga_id: int) -> Saga | None:
-    """Lock one saga row; every change to a saga or its steps happens under it."""
-    return Saga.objects.select_for_update(of=("self",)).filter(pk=saga_id).first()
+def saga_lock(*, saga_id: int, statement_timeout: float | None = None) -> Saga | None:
+    """Lock one saga row; every change to a saga or its steps happens under it.
+
+    ``statement_timeout`` (seconds) bounds every later statement of the transaction,
+    set in the same round trip as the lock (set_config(.., true) is ``SET LOCAL``).
+    On the hot path: hand-written SQL (shop.sql).
+    """
+    also, params = "", [saga_id]
+    if statement_timeout is not None:
+        also = ", set_config('statement_timeout', %s, true) AS _timeout"
+        params.insert(0, str(max(1, int(statement_timeout * 1000))))
+    query = (
+        f"SELECT {sql.columns(Saga)}{also} FROM {sql.table_of(Saga)} "
+        "WHERE id = %s FOR UPDATE"
+    )
+    return sql.first(sql.instances(Saga, query, params))
 
 
 def saga_steps(*, saga: Saga) -> list[SagaStep]:
-    return list(SagaStep.objects.filter(saga=saga).order_by("index"))
+    return sql.select(SagaStep, "saga_id = %s", [saga.pk], tail="ORDER BY index")
 
 
 def sagas_overdue_lock(
@@ -93,10 +107,6 @@ def saga_get(*, saga_id: int) -> Saga | None:
     return Saga.objects.prefetch_related("steps").filter(pk=saga_id).first()
 
 
-def saga_by_key(*, name: str, idempotency_key: str) -> Saga | None:
-    return Saga.objects.filter(name=name, idempotency_key=idempotency_key).first()
-
-
 def saga_list(
     *, status: str | None = None, name: str | None = None, mode: str | None = None
 ) -> QuerySet[Saga]:
@@ -147,6 +157,23 @@ def outbox_claim(
     if min_age is not None:
         rows = rows.filter(created_at__lte=now - min_age)
     return list(rows.order_by("pk").select_for_update(skip_locked=True)[:limit])
+
+
+def outboxes_due(
+    *, models: list[type[AbstractOutboxMessage]], now: datetime
+) -> list[type[AbstractOutboxMessage]]:
+    """Those of ``models`` that have a row due for publishing, in one query."""
+    due = [
+        model.objects.filter(published_at__isnull=True, dead_at__isnull=True)
+        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+        .annotate(outbox=Value(n))
+        .values("outbox")[:1]
+        for n, model in enumerate(models)
+    ]
+    if not due:
+        return []
+    found = due[0].union(*due[1:], all=True) if len(due) > 1 else due[0]
+    return [models[row["outbox"]] for row in found]
 
 
 def outbox_pending_count(*, model: type[AbstractOutboxMessage]) -> int:

@@ -24,3 +24,10 @@ class ShopConfig(AppConfig):
 
         # Before any app's URLconf is loaded: they route ids as <id:...>.
         register_converter(IdConverter, "id")
+
+        from django.core.signals import request_started
+
+        from shop.connections import close_dead_connections
+
+        # Before a request uses a connection its server ended (a PostgreSQL restart).
+        request_started.connect(close_dead_connections)

@@ -45,11 +45,14 @@ app.autodiscover_tasks()
 @task_prerun.connect
 @task_postrun.connect
 def close_unusable_connections(**kwargs) -> None:
-    """Drop a broken or expired database connection around every task, as Django
-    does around every request. Celery's own fixup does not while connections are
-    reused (CELERY_DB_REUSE_MAX): after a PostgreSQL restart, the first task in each
-    worker process would fail on its dead connection. With CONN_HEALTH_CHECKS, a
-    connection is checked (one round trip) before a task first uses it."""
+    """Drop a database connection its server ended, or a broken or expired one,
+    around every task, as the web process does around every request. Celery's own
+    fixup does not while connections are reused (CELERY_DB_REUSE_MAX): after a
+    PostgreSQL restart, the first task in each worker process would fail on its
+    dead connection."""
     from django.db import close_old_connections
 
+    from shop.connections import close_dead_connections
+
+    close_dead_connections()
     close_old_connections()

@@ -7,7 +7,7 @@ chose to `.run/env` (so `manage.py` works in another terminal), and supervises t
 processes of the system: Ctrl-C stops all of them cleanly. The web process and Flower
 listen on 127.0.0.1, on WEB_PORT and FLOWER_PORT (8000 and 5555 unless set).
 
-Usage: python -m shop.devenv run | test [pytest args] | demo
+Usage: python -m shop.devenv run | test [pytest args] | demo | bench [bench args]
 """
 
 import contextlib
@@ -173,7 +173,12 @@ class LocalPostgres(LocalServer):
         if not (self.data / "PG_VERSION").exists():
             self._initdb()
         print(f"devenv: starting PostgreSQL in {self.data}", flush=True)
-        options = f"-k {self.socket_dir} -h '' -c max_connections=200 -c fsync=on"
+        # pg_stat_statements counts the statements of `make bench`, and is there for
+        # an operator asking where the time goes.
+        options = (
+            f"-k {self.socket_dir} -h '' -c max_connections=200 -c fsync=on "
+            "-c shared_preload_libraries=pg_stat_statements"
+        )
         log = self.data / "postgres.log"  # inside the cluster: its user can write there
         self._pg_ctl("-w", "-l", str(log), "-o", options, "start")
         try:
@@ -562,9 +567,16 @@ class Supervisor:
     """
 
     def __init__(
-        self, commands: dict[str, list[str]], *, pid_dir: Path | None = None
+        self,
+        commands: dict[str, list[str]],
+        *,
+        pid_dir: Path | None = None,
+        log_dir: Path | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.commands = commands
+        self.log_dir = log_dir  # each process's output in <log_dir>/<name>.log
+        self.env = env
         self.procs: dict[str, subprocess.Popen] = {}
         self.width = max(len(n) for n in commands)
         self.stopping = threading.Event()
@@ -576,10 +588,12 @@ class Supervisor:
             self._spawn(name)
 
     def _spawn(self, name: str) -> None:
+        log = self._log_file(name)
         proc = subprocess.Popen(
             self.commands[name],
             cwd=BASE,
-            stdout=subprocess.PIPE,
+            env=self.env,
+            stdout=log or subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
             bufsize=1,
@@ -590,7 +604,16 @@ class Supervisor:
         self.procs[name] = proc
         if self.pid_dir:
             PidFile(self.pid_dir, name).write(proc.pid)
-        threading.Thread(target=self._pump, args=(name, proc), daemon=True).start()
+        if log is None:
+            threading.Thread(target=self._pump, args=(name, proc), daemon=True).start()
+        else:
+            log.close()  # the process holds its own copy
+
+    def _log_file(self, name: str):
+        if self.log_dir is None:
+            return None
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        return open(self.log_dir / f"{name}.log", "a")
 
     def _pump(self, name: str, proc: subprocess.Popen) -> None:
         for line in proc.stdout:
@@ -742,6 +765,42 @@ def cmd_demo() -> int:
         return subprocess.run([PYTHON, str(BASE / "manage.py"), "demo", url]).returncode
 
 
+def cmd_bench(args: list[str]) -> int:
+    """The benchmark, on a database of its own made afresh (the system's is left
+    alone), with workers, relay and beat of its own (`manage.py bench`)."""
+    servers = prepare()
+    # Its queues too: a `make run` on the same broker is left alone.
+    os.environ.setdefault("CELERY_BROKER_KEYPREFIX", "bench:")
+    try:
+        name = _fresh_database(f"{DB_NAME}_bench")
+        env = {**os.environ, "DATABASE_NAME": name}
+        manage("migrate", "--noinput", env=env, stdout=subprocess.DEVNULL)
+        bench = [PYTHON, str(BASE / "manage.py"), "bench", *args]
+        return subprocess.run(bench, cwd=BASE, env=env).returncode
+    finally:
+        release(servers)
+
+
+def _fresh_database(name: str) -> str:
+    """Drop and create ``name`` on the server of DATABASE_URL."""
+    import environ
+    import psycopg2
+
+    config = environ.Env.db_url_config(os.environ["DATABASE_URL"])
+    admin = psycopg2.connect(
+        dbname="postgres",
+        user=config.get("USER") or None,
+        password=config.get("PASSWORD") or None,
+        host=config.get("HOST") or None,
+        port=config.get("PORT") or None,
+    )
+    admin.autocommit = True
+    with contextlib.closing(admin), admin.cursor() as cursor:
+        cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        cursor.execute(f'CREATE DATABASE "{name}"')
+    return name
+
+
 def _on_signals(handler) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: handler())
@@ -753,6 +812,7 @@ def main(argv: list[str]) -> int:
         "run": cmd_run,
         "test": lambda: cmd_test(args),
         "demo": cmd_demo,
+        "bench": lambda: cmd_bench(args),
     }
     if command not in commands:
         print(__doc__)

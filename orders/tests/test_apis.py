@@ -9,6 +9,7 @@ from rest_framework.test import APIClient
 
 from inventory.tests.factories import product_make
 from orders.models import Order, OrderStatus
+from orders.models import OutboxMessage as OrdersOutbox
 from orders.services import shipment_create
 from orders.tests.factories import order_make
 from payments.services import payment_method_deactivate
@@ -99,10 +100,31 @@ def test_place_order_is_accepted_and_writes_the_order_and_its_saga(world):
         "inventory.StockReservation": 0,
         "payments.Payment": 0,
         "sagas.OutboxMessage": 1,  # SagaStarted: the relay sends the first chain
-        "orders.OutboxMessage": 1,  # OrderPlaced
+        # OrderPlaced: no app subscribes to an orchestrated purchase's events
+        "orders.OutboxMessage": 0,
         "inventory.OutboxMessage": 0,
         "payments.OutboxMessage": 0,
     }
+
+
+@pytest.mark.parametrize(
+    ("mode", "keep", "written"),
+    [
+        ("choreography", False, 1),  # it sets the purchase off: payments react
+        ("orchestration", False, 0),  # nobody subscribes: not written
+        ("orchestration", True, 1),  # kept as a record, already handled
+    ],
+)
+def test_order_placed_is_written_when_someone_subscribes_or_it_is_kept(
+    world, settings, mode, keep, written
+):
+    settings.OUTBOX_KEEP_UNSUBSCRIBED = keep
+    response = place(client_for(world.ann), valid_body(world, mode=mode))
+
+    assert response.status_code == 202, response.content
+    rows = OrdersOutbox.objects.filter(topic="OrderPlaced")
+    assert rows.count() == written
+    assert all((row.published_at is None) == (mode == "choreography") for row in rows)
 
 
 @pytest.mark.parametrize("mode", ["orchestration", "choreography", "tcc"])

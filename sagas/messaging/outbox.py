@@ -3,13 +3,15 @@
 A service writes its domain rows and its outbox row in one transaction, so an event
 exists if and only if the change it announces committed. The relay
 (sagas.messaging.relay) publishes pending rows afterwards, woken by a NOTIFY
-PostgreSQL delivers at commit. A row nobody subscribes to is written as already
-handled: the relay never reads it and its commit wakes no one.
+PostgreSQL delivers at commit. An event nobody subscribes to is not written at all
+(no row, no relay, no broker), unless OUTBOX_KEEP_UNSUBSCRIBED keeps it as a record,
+written as already handled: the relay never reads it and its commit wakes no one.
 """
 
 import uuid
 
 from django.apps import apps
+from django.conf import settings
 from django.db import migrations, models
 from django.db.models import Q
 from django.utils import timezone
@@ -77,14 +79,17 @@ def outbox_emit(
     aggregate_id: object,
     payload: dict,
     headers: dict | None = None,
-) -> AbstractOutboxMessage:
+) -> AbstractOutboxMessage | None:
     """Write one event; call it inside the transaction of the change it announces.
 
-    It carries the headers of the saga at work (sagas.messaging.correlation).
+    It carries the headers of the saga at work (sagas.messaging.correlation). None
+    when nobody subscribes to it and it is not kept (OUTBOX_KEEP_UNSUBSCRIBED).
     """
     headers = {**current(), **(headers or {})}
     note_emitted(topic)
     wanted = subscriptions.wanted(topic, headers)
+    if not wanted and not settings.OUTBOX_KEEP_UNSUBSCRIBED:
+        return None
     return model.objects.create(
         topic=topic,
         aggregate_id=str(aggregate_id),

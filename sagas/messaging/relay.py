@@ -34,6 +34,7 @@ from sagas.messaging.outbox import (
     AbstractOutboxMessage,
     outbox_models,
 )
+from shop.connections import close_dead_connections
 
 logger = logging.getLogger(__name__)
 
@@ -53,8 +54,14 @@ def outbox_relay(
     min_age: timedelta | None = None,
 ) -> int:
     """Publish every due pending row of ``models`` (default: all); return how many."""
+    # One query finds the outboxes that have a row due. A claim (a transaction) per
+    # outbox would cost as many on every poll, and on every wake-up by a commit whose
+    # row an earlier batch already took (a burst's commits wake the relay one by one).
+    models = selectors.outboxes_due(
+        models=list(models or outbox_models()), now=timezone.now()
+    )
     total = 0
-    for model in models or outbox_models():
+    for model in models:
         while True:
             published, complete = _relay_batch(model, batch=batch, min_age=min_age)
             total += published
@@ -209,6 +216,7 @@ def relay_forever(*, poll: float, batch: int, should_stop: Callable[[], bool]) -
         try:
             listener = listener or _listen()
             tables = _wait(listener, poll)
+            close_dead_connections()
             close_old_connections()
             models = [by_table[t] for t in tables if t in by_table] or None
             outbox_relay(models=models, batch=batch)

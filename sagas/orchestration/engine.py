@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from sagas import barriers, bookkeeping, registry, selectors
@@ -42,8 +42,9 @@ class StepOutcome(StrEnum):
 
 
 def saga_launch(saga: Saga, definition: SagaDefinition) -> None:
-    """Write the event that sends a new saga's first chain once its caller commits."""
-    dispatch.dispatch_forward(saga, topic=dispatch.Topic.STARTED)
+    """Write the event that sends a new saga's first chain once its caller commits
+    (in the generation the saga starts with)."""
+    dispatch.dispatch_forward(saga, topic=dispatch.Topic.STARTED, renew=False)
 
 
 def first_timeout(definition: SagaDefinition) -> float:
@@ -64,8 +65,10 @@ def saga_step_run(
 ) -> StepOutcome:
     """Do one unit of a saga (an action, a compensation or the end) exactly once."""
     started = timezone.now()
+    timeout = unit_timeout(definition, index, phase)
     with transaction.atomic(durable=True):
-        saga = selectors.saga_lock(saga_id=saga_id)
+        # Every database wait after the lock is bounded by the unit's deadline.
+        saga = selectors.saga_lock(saga_id=saga_id, statement_timeout=timeout)
         if saga is None:
             return StepOutcome.STALE
         steps = selectors.saga_steps(saga=saga)
@@ -74,8 +77,6 @@ def saga_step_run(
         verdict = _verdict(saga, steps, definition, index, phase, generation, task_id)
         if verdict is not None:
             return verdict
-        timeout = unit_timeout(definition, index, phase)
-        _limit_statements(timeout)
         if phase is Phase.ACTION:
             _run_action(saga, steps, definition, index, started, task_id, timeout)
         elif phase is Phase.COMPENSATION:
@@ -134,35 +135,35 @@ def _refuse_changed_steps(saga, steps, definition) -> bool:
     return bool(why)
 
 
+# What a unit that ran saves of its step and of the saga, in one statement.
+_ACTION_DONE = ("status", "attempts", "started_at", "finished_at", "task_id", "error")
+_UNDO_DONE = (
+    "status",
+    "compensation_attempts",
+    "compensated_at",
+    "compensation_error",
+    "compensation_task_id",
+)
+_PROGRESS = ("current_step", "sent_at", "deadline_at", "recoveries", "attention")
+
+
 def _run_action(saga, steps, definition, index, started, task_id, timeout) -> None:
-    result = _call(saga, definition, index, Phase.ACTION) or {}
+    result = _call(saga, definition, index, Phase.ACTION)
     finished = _within_deadline(started, timeout)
     step = steps[index]
     step.move_to(StepStatus.SUCCEEDED)
     step.attempts += 1
-    step.started_at, step.finished_at, step.task_id, step.error = (
-        started,
-        finished,
-        task_id,
-        "",
-    )
-    step.save(
-        update_fields=[
-            "status",
-            "attempts",
-            "started_at",
-            "finished_at",
-            "task_id",
-            "error",
-        ]
-    )
-    saga.context = {**saga.context, **result}
+    step.started_at, step.finished_at = started, finished
+    step.task_id, step.error = task_id, ""
+    changes = [(step, _ACTION_DONE)]
+    if result:
+        saga.context = {**saga.context, **result}
     if saga.status == SagaStatus.PENDING:
         saga.move_to(SagaStatus.RUNNING)
     if index + 1 < len(definition.steps):
         following = steps[index + 1]
         following.move_to(StepStatus.RUNNING)
-        following.save(update_fields=["status"])
+        changes.append((following, ("status",)))
         saga.current_step = index + 1
         # The chain sends the next step as this commits.
         _mark_sent(saga, definition, index + 1, Phase.ACTION, at=finished)
@@ -170,17 +171,8 @@ def _run_action(saga, steps, definition, index, started, task_id, timeout) -> No
         saga.move_to(SagaStatus.COMPLETED)
         saga.finished_at, saga.deadline_at = finished, None
     saga.recoveries, saga.attention = 0, ""
-    save(
-        saga,
-        "status",
-        "context",
-        "current_step",
-        "sent_at",
-        "deadline_at",
-        "finished_at",
-        "recoveries",
-        "attention",
-    )
+    fields = ("status", "finished_at", *_PROGRESS, *(("context",) if result else ()))
+    bookkeeping.save_together(*changes, (saga, fields))
 
 
 def _run_compensation(saga, steps, definition, index, started, task_id, timeout):
@@ -194,19 +186,10 @@ def _run_compensation(saga, steps, definition, index, started, task_id, timeout)
     step.compensation_attempts += 1
     step.compensated_at, step.compensation_error = finished, ""
     step.compensation_task_id = task_id
-    step.save(
-        update_fields=[
-            "status",
-            "compensation_attempts",
-            "compensated_at",
-            "compensation_error",
-            "compensation_task_id",
-        ]
-    )
     saga.current_step = index
     _mark_sent(saga, definition, *_current_unit(saga, steps, definition), at=finished)
     saga.recoveries, saga.attention = 0, ""
-    save(saga, "current_step", "sent_at", "deadline_at", "recoveries", "attention")
+    bookkeeping.save_together((step, _UNDO_DONE), (saga, _PROGRESS))
 
 
 def _run_end(saga, definition, started, timeout) -> None:
@@ -557,12 +540,6 @@ def _mark_sent(
     """Record that the unit's work goes to the broker now (or ``at``)."""
     timeout = unit_timeout(definition, index, phase)
     bookkeeping.mark_sent(saga, timeout, at=at, countdown=countdown)
-
-
-def _limit_statements(timeout: float) -> None:
-    """Bound every database wait in this step's transaction by the step's deadline."""
-    with connection.cursor() as cursor:
-        cursor.execute(f"SET LOCAL statement_timeout = {int(timeout * 1000)}")
 
 
 def _within_deadline(started: datetime, timeout: float) -> datetime:
