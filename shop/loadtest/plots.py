@@ -191,23 +191,25 @@ def _modes_side_by_side(summary: list[dict], stages: list[str]) -> Figure:
         ("sagas ended per second", lambda s: s["throughput"]),
         ("CPU seconds per saga", lambda s: s["cpu_per_saga"]),
     )
-    modes = [m for m in (*MODES, ALL_MODES) if any(s["mode"] == m for s in summary)]
-    width = 0.8 / max(1, len(modes))
     for ax, (title, value) in zip(
         [a for row in axes for a in row], panels, strict=True
     ):
-        for n, mode in enumerate(modes):
-            found = {s["stage"]: value(s) for s in summary if s["mode"] == mode}
-            heights = [found.get(stage) or 0 for stage in stages]
-            if any(found.get(stage) is not None for stage in stages):
-                offset = (n - (len(modes) - 1) / 2) * width
-                ax.bar(
-                    [i + offset for i in range(len(stages))],
-                    heights,
-                    width=width,
-                    label=mode,
-                    color=MODE_COLOURS[mode],
-                )
+        values = {
+            mode: {s["stage"]: value(s) for s in summary if s["mode"] == mode}
+            for mode in (*MODES, ALL_MODES)
+        }
+        # Only the modes this panel has numbers for (a mixed run's CPU is all modes').
+        drawn = [m for m, found in values.items() if any(found.values())]
+        width = 0.8 / max(1, len(drawn))
+        for n, mode in enumerate(drawn):
+            offset = (n - (len(drawn) - 1) / 2) * width
+            ax.bar(
+                [i + offset for i in range(len(stages))],
+                [values[mode].get(stage) or 0 for stage in stages],
+                width=width,
+                label=mode,
+                color=MODE_COLOURS[mode],
+            )
         ax.set_xticks(range(len(stages)), stages)
         ax.set_title(title)
     _legend(figure, axes)
