@@ -116,12 +116,12 @@ def _latency_histograms(runs: list[Run], stages: list[str]) -> Figure:
     figure.suptitle("Latency distribution per stage")
     for column, stage in enumerate(stages):
         rows = _rows_of(runs, stage)
-        for line, (field, what) in enumerate(
-            (("e2e_ms", "end-to-end latency (ms)"), ("http_ms", "HTTP response (ms)"))
+        for line, (value, what) in enumerate(
+            ((_e2e_s, "end-to-end latency (s)"), (_http_ms, "HTTP response (ms)"))
         ):
             ax = axes[line][column]
             values = {
-                mode: [getattr(r, field) for r in rows if r.mode == mode]
+                mode: [value(r) for r in rows if r.mode == mode]
                 for mode in _modes_of(rows)
             }
             values = {m: [v for v in vs if v is not None] for m, vs in values.items()}
@@ -159,7 +159,7 @@ def _latency_over_time(runs: list[Run], stages: list[str]) -> Figure:
             mine = [r for r in rows if r.mode == mode and r.e2e_ms is not None]
             ax.scatter(
                 [r.started_s for r in mine],
-                [r.e2e_ms for r in mine],
+                [_e2e_s(r) for r in mine],
                 s=8,
                 alpha=0.7,
                 label=mode,
@@ -169,7 +169,7 @@ def _latency_over_time(runs: list[Run], stages: list[str]) -> Figure:
             if odd:
                 ax.scatter(
                     [r.started_s for r in odd],
-                    [r.e2e_ms for r in odd],
+                    [_e2e_s(r) for r in odd],
                     marker="x",
                     s=30,
                     color=COLOURS[FAILED],
@@ -177,7 +177,7 @@ def _latency_over_time(runs: list[Run], stages: list[str]) -> Figure:
                 )
         ax.set_title(stage)
         ax.set_xlabel("seconds into the run")
-        ax.set_ylabel("end-to-end latency (ms)")
+        ax.set_ylabel("end-to-end latency (s)")
     _legend(figure, axes)
     return figure
 
@@ -186,8 +186,8 @@ def _modes_side_by_side(summary: list[dict], stages: list[str]) -> Figure:
     figure, axes = _figure(2, 2, height=3.4)
     figure.suptitle("The modes side by side, per stage")
     panels = (
-        ("p50 end-to-end latency (ms)", lambda s: s["e2e_ms"]["p50"]),
-        ("p95 end-to-end latency (ms)", lambda s: s["e2e_ms"]["p95"]),
+        ("p50 end-to-end latency (s, log scale)", lambda s: _s(s["e2e_ms"]["p50"])),
+        ("p95 end-to-end latency (s, log scale)", lambda s: _s(s["e2e_ms"]["p95"])),
         ("sagas ended per second", lambda s: s["throughput"]),
         ("CPU seconds per saga", lambda s: s["cpu_per_saga"]),
     )
@@ -212,8 +212,24 @@ def _modes_side_by_side(summary: list[dict], stages: list[str]) -> Figure:
             )
         ax.set_xticks(range(len(stages)), stages)
         ax.set_title(title)
+        if "log scale" in title:
+            # Seconds at light load and minutes at heavy load: both stay readable.
+            ax.set_yscale("log")
     _legend(figure, axes)
     return figure
+
+
+def _e2e_s(row: Row) -> float | None:
+    return _s(row.e2e_ms)
+
+
+def _http_ms(row: Row) -> float | None:
+    return row.http_ms
+
+
+def _s(ms: float | None) -> float | None:
+    """Seconds: end-to-end latencies run to minutes under load, too wide for ms."""
+    return None if ms is None else ms / 1000
 
 
 def _legend(figure: Figure, axes) -> None:
