@@ -4,7 +4,7 @@ saga waited out, the system's CPU measured around each stage, the books checked.
 import sys
 import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -50,14 +50,8 @@ def run_loadtest(options: Options, *, write) -> bool:
         write("loadtest: fault injection is ON: " + ", ".join(faults))
     meter = CpuMeter(options.pids or PIDS)
     roles = sorted(meter.processes())
-    write(
-        "loadtest: CPU measured for "
-        + (
-            ", ".join(roles)
-            if roles
-            else f"nothing (no system's pids in {meter.pid_dir})"
-        )
-    )
+    found = ", ".join(roles) or f"nothing (no system's pids in {meter.pid_dir})"
+    write(f"loadtest: CPU measured for {found}")
     runs = [_run(options, stage, label, meter) for stage, label in options.runs()]
     books = reconcile()
     summary = summary_of(runs)
@@ -115,7 +109,7 @@ def _ms(value: float | None) -> str:
 
 
 def _percent(value: float | None) -> str:
-    return _number(value and value * 100, "{:.1f} %") if value is not None else "-"
+    return _number(None if value is None else value * 100, "{:.1f} %")
 
 
 def _number(value: float | None, form: str) -> str:
@@ -162,11 +156,8 @@ def _jobs(options: Options, stage: str, label: str, data: dict) -> list[Job]:
         customer = (
             poor[i % len(poor)] if scenario == "balance" else payers[i % len(payers)]
         )
-        items, method, ship_to = (
-            {REGULAR[i % len(REGULAR)]: 1},
-            "payment_method_id",
-            "JP",
-        )
+        items = {REGULAR[i % len(REGULAR)]: 1}
+        method, ship_to = "payment_method_id", "JP"
         if scenario == "stock":
             items = {SCARCE_SKU: too_many}
         elif scenario == "inactive":
@@ -198,28 +189,36 @@ def _wait_out(placing: set[Future], bar: tqdm, *, timeout: float) -> None:
     running: dict[int, Row] = {}
     deadline = None
     while placing or running:
-        answered, placing = wait(placing, timeout=POLL, return_when=FIRST_COMPLETED)
+        # One look at the sagas per POLL, however fast the answers come: each look is
+        # a query that the measured PostgreSQL serves.
+        if placing:
+            answered, placing = wait(placing, timeout=POLL)
+        else:
+            answered = set()
+            time.sleep(POLL)
         for future in answered:
             row = future.result()
             if row.saga_id is None:
                 bar.update(1)
             else:
                 running[row.saga_id] = row
-        for saga_id, (status, finished_at) in saga_ends(saga_ids=running).items():
-            if status in WAITED_OUT:
-                row = running.pop(saga_id)
-                row.saga_status = status
-                if finished_at is not None:
-                    row.e2e_ms = round(
-                        (finished_at.timestamp() - row.started_at) * 1000, 1
-                    )
-                bar.update(1)
+        _look(running, bar)
         if not placing:
             deadline = deadline or time.monotonic() + timeout
             if time.monotonic() > deadline:
                 return
-            if running:
-                time.sleep(POLL)
+
+
+def _look(running: dict[int, Row], bar: tqdm) -> None:
+    """Take the sagas that have ended out of ``running``, with when they ended."""
+    for saga_id, (status, finished_at) in saga_ends(saga_ids=running).items():
+        if status in WAITED_OUT:
+            row = running.pop(saga_id)
+            row.saga_status = status
+            if finished_at is not None:
+                seconds = finished_at.timestamp() - row.started_at
+                row.e2e_ms = round(seconds * 1000, 1)
+            bar.update(1)
 
 
 def _read_outcomes(rows: list[Row]) -> None:
