@@ -52,8 +52,9 @@ class CpuMeter:
 
     @staticmethod
     def used(before: dict[Key, float], after: dict[Key, float]) -> dict[str, float]:
-        """CPU seconds by role between two samples; None-free, empty if nothing was
-        found. A process started in between counts from its start."""
+        """CPU seconds by role between two samples (empty if nothing was found). A
+        process started in between counts from its start; one that ended in between
+        is missing from ``after``, and its last stretch with it."""
         used: dict[str, float] = {}
         for key, seconds in after.items():
             used[key[0]] = used.get(key[0], 0.0) + seconds - before.get(key, 0.0)

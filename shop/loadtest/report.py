@@ -80,7 +80,8 @@ def _page(document: dict, table: list[tuple[str, ...]], books: Report) -> str:
 <style>
 body {{ font-family: sans-serif; margin: 2em; color: #222; }}
 table {{ border-collapse: collapse; font-size: 0.85em; }}
-th, td {{ border: 1px solid #ccc; padding: 0.25em 0.5em; text-align: right; }}
+th, td {{ border: 1px solid #ccc; padding: 0.25em 0.5em; text-align: right;
+  white-space: nowrap; }}
 th {{ background: #f0f0f0; }} td:nth-child(-n+2) {{ text-align: left; }}
 dt {{ font-weight: bold; float: left; width: 11em; }} dd {{ margin-left: 12em; }}
 figure {{ margin: 2em 0; }} img {{ max-width: 100%; }}
