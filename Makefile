@@ -1,5 +1,6 @@
 # sagashop. `make run` starts the whole system, `make test` runs every test, `make demo`
-# runs the demo batch unattended. Each creates .venv and installs requirements.txt first.
+# runs the demo batch unattended, `make loadtest` the load test (options in ARGS). Each
+# creates .venv and installs requirements.txt first.
 
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -7,7 +8,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test demo lint bench
+.PHONY: run test demo loadtest lint bench
 
 $(STAMP): requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -27,6 +28,9 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	@exec $(PY) -m shop.devenv bench $(ARGS)
+
+loadtest: $(STAMP)
+	@exec $(PY) -m shop.devenv loadtest $(ARGS)
 
 lint: $(STAMP)
 	@$(VENV)/bin/ruff format --check --quiet . && $(VENV)/bin/ruff check --quiet .

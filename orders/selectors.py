@@ -88,3 +88,11 @@ def _orders_visible_to(user) -> QuerySet[Order]:
         permission=VIEW_ORDERS,
         owner="customer_id",
     )
+
+
+def order_outcomes(*, order_ids: list[int]) -> dict[int, tuple[str, str]]:
+    """``(status, cancel_reason)`` of each order named, by id."""
+    rows = Order.objects.filter(pk__in=order_ids).values_list(
+        "pk", "status", "cancel_reason"
+    )
+    return {pk: (status, reason) for pk, status, reason in rows}

@@ -207,3 +207,12 @@ def outbox_rows_of(*, saga_ids: Iterable[int]) -> dict[str, int]:
         model._meta.label: model.objects.filter(saga_id__in=ids).count()
         for model in outbox_models()
     }
+
+
+def saga_ends(*, saga_ids: Iterable[int]) -> dict[int, tuple[str, datetime | None]]:
+    """``(status, finished_at)`` of each saga named, by id; no saga, no entry."""
+    rows = Saga.objects.filter(pk__in=list(saga_ids))
+    return {
+        pk: (status, end)
+        for pk, status, end in rows.values_list("pk", "status", "finished_at")
+    }

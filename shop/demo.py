@@ -358,7 +358,7 @@ def _outcomes(write, rounds: list[Round], *, faults_on: bool) -> bool:
         ok &= passed
         expected = "every saga ended" if faults_on else scenario.expected
         table.append((scenario.name, expected, *cells, "ok" if passed else "NO"))
-    _write_table(write, table)
+    write_table(write, table)
     return ok
 
 
@@ -384,7 +384,7 @@ def _timings(write, rounds: list[Round]) -> None:
                 f"{played.elapsed:.1f} s",
             )
         )
-    _write_table(write, table)
+    write_table(write, table)
 
 
 def _costs(write, rounds: list[Round]) -> None:
@@ -403,7 +403,7 @@ def _costs(write, rounds: list[Round]) -> None:
         )
 
 
-def _write_table(write, table: list[tuple]) -> None:
+def write_table(write, table: list[tuple]) -> None:
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     for row in table:
         write("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())

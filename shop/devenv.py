@@ -1,4 +1,5 @@
-"""The development environment behind `make run`, `make test` and `make demo`.
+"""The development environment behind `make run`, `make test`, `make demo` and
+`make loadtest`.
 
 When DATABASE_URL / CELERY_BROKER_URL are unset, it starts a project-local PostgreSQL
 and Redis from pip wheels under `.run/` (no root, no Docker) and stops them when the
@@ -7,7 +8,8 @@ chose to `.run/env` (so `manage.py` works in another terminal), and supervises t
 processes of the system: Ctrl-C stops all of them cleanly. The web process and Flower
 listen on 127.0.0.1, on WEB_PORT and FLOWER_PORT (8000 and 5555 unless set).
 
-Usage: python -m shop.devenv run | test [pytest args] | demo | bench [bench args]
+Usage: python -m shop.devenv run | test [pytest args] | demo | loadtest [options]
+       | bench [options]
 """
 
 import contextlib
@@ -563,7 +565,8 @@ class Supervisor:
     A process that dies is started again, as a service manager would, so a killed
     worker is a fault the system recovers from; one that keeps dying (5 times in a
     minute) stops everything. With ``pid_dir``, each process's pid is kept in a
-    ``PidFile`` there while it runs, so that it can be found by its pid alone.
+    ``PidFile`` there while it runs, so that it can be found by its pid alone. Output
+    goes to stdout, each line after its process's name, or to the file ``log``.
     """
 
     def __init__(
@@ -571,16 +574,16 @@ class Supervisor:
         commands: dict[str, list[str]],
         *,
         pid_dir: Path | None = None,
-        log_dir: Path | None = None,
+        log: Path | None = None,
         env: dict[str, str] | None = None,
     ) -> None:
         self.commands = commands
-        self.log_dir = log_dir  # each process's output in <log_dir>/<name>.log
-        self.env = env
+        self.env = env  # the processes' environment: ours unless given
         self.procs: dict[str, subprocess.Popen] = {}
         self.width = max(len(n) for n in commands)
         self.stopping = threading.Event()
         self.pid_dir = pid_dir
+        self.out = open(log, "w") if log else sys.stdout  # noqa: SIM115 (kept open)
         self._lock = threading.Lock()  # a restart and a stop never interleave
 
     def start(self) -> None:
@@ -588,12 +591,11 @@ class Supervisor:
             self._spawn(name)
 
     def _spawn(self, name: str) -> None:
-        log = self._log_file(name)
         proc = subprocess.Popen(
             self.commands[name],
             cwd=BASE,
             env=self.env,
-            stdout=log or subprocess.PIPE,
+            stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
             bufsize=1,
@@ -604,20 +606,11 @@ class Supervisor:
         self.procs[name] = proc
         if self.pid_dir:
             PidFile(self.pid_dir, name).write(proc.pid)
-        if log is None:
-            threading.Thread(target=self._pump, args=(name, proc), daemon=True).start()
-        else:
-            log.close()  # the process holds its own copy
-
-    def _log_file(self, name: str):
-        if self.log_dir is None:
-            return None
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        return open(self.log_dir / f"{name}.log", "a")
+        threading.Thread(target=self._pump, args=(name, proc), daemon=True).start()
 
     def _pump(self, name: str, proc: subprocess.Popen) -> None:
         for line in proc.stdout:
-            print(f"{name:<{self.width}} | {line}", end="", flush=True)
+            print(f"{name:<{self.width}} | {line}", end="", file=self.out, flush=True)
 
     def watch(self) -> int:
         """Block until a signal (0) or until a process keeps dying (1)."""
@@ -687,8 +680,9 @@ def wait_healthy(timeout: float = 60.0) -> None:
 
 
 @contextlib.contextmanager
-def system(*, announce: bool):
-    """The whole system up (servers, migrations, processes) for the block; then down."""
+def system(*, announce: bool, log: Path | None = None):
+    """The whole system up (servers, migrations, processes) for the block; then down.
+    The processes' output goes to ``log`` if given, else to stdout."""
     _check_no_system_running()
     _check_ports_free()
     servers = prepare()
@@ -696,7 +690,7 @@ def system(*, announce: bool):
     try:
         manage("migrate", "--noinput", stdout=subprocess.DEVNULL)
         manage("collectstatic", "--noinput", stdout=subprocess.DEVNULL)
-        supervisor = Supervisor(system_processes(), pid_dir=PIDS)
+        supervisor = Supervisor(system_processes(), pid_dir=PIDS, log=log)
         _on_signals(supervisor.stopping.set)
         supervisor.start()
         if announce:
@@ -755,14 +749,39 @@ def cmd_test(args: list[str]) -> int:
 
 
 def cmd_demo() -> int:
-    # The demo places its orders in a burst, several per customer: its timings are
-    # about the sagas, not about waiting out a rate (it would wait, on a 429).
+    return _against_system("demo")
+
+
+def cmd_loadtest(args: list[str]) -> int:
+    from shop.loadtest.plan import OptionsError, parse
+
+    # Checked before anything starts: a bad argument brings nothing up.
+    try:
+        if parse(args).url:
+            raise OptionsError(
+                "--url: `make loadtest` tests the system it starts; to test another, "
+                "run `manage.py loadtest --url ...`"
+            )
+    except OptionsError as exc:
+        print(f"devenv: loadtest: {exc}", file=sys.stderr, flush=True)
+        return 2
+    # The system's own output would bury the progress bars: it goes to a file.
+    return _against_system("loadtest", *args, log=RUN / "loadtest-system.log")
+
+
+def _against_system(command: str, *args: str, log: Path | None = None) -> int:
+    """Bring the system up, run ``manage.py <command> <args> --url=...`` against it,
+    and take the system down again."""
+    # Orders are placed in bursts, several per customer: the timings are about the
+    # sagas, not about waiting out a rate (the demo waits, on a 429; the load test
+    # counts it apart).
     os.environ.setdefault("ORDER_RATE_LIMIT", UNTHROTTLED)
-    with system(announce=False) as supervisor:
+    with system(announce=False, log=log) as supervisor:
         threading.Thread(target=supervisor.watch, daemon=True).start()
         wait_healthy()
         url = f"--url={web_url()}"
-        return subprocess.run([PYTHON, str(BASE / "manage.py"), "demo", url]).returncode
+        manage_py = [PYTHON, str(BASE / "manage.py")]
+        return subprocess.run([*manage_py, command, *args, url]).returncode
 
 
 def cmd_bench(args: list[str]) -> int:
@@ -812,6 +831,7 @@ def main(argv: list[str]) -> int:
         "run": cmd_run,
         "test": lambda: cmd_test(args),
         "demo": cmd_demo,
+        "loadtest": lambda: cmd_loadtest(args),
         "bench": lambda: cmd_bench(args),
     }
     if command not in commands:

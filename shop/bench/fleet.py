@@ -1,5 +1,5 @@
 """The processes a benchmark runs against: Celery workers, the outbox relay and beat,
-as `make run` starts them, with their output in log files."""
+as `make run` starts them, with their output in one log file."""
 
 import os
 import sys
@@ -32,7 +32,9 @@ class Fleet:
             **os.environ,
             "CELERY_WORKER_SEND_TASK_EVENTS": "true" if options.events else "false",
         }
-        self.supervisor = Supervisor(self._commands(), log_dir=log_dir, env=env)
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.log = log_dir / "fleet.log"
+        self.supervisor = Supervisor(self._commands(), log=self.log, env=env)
 
     def _commands(self) -> dict[str, list[str]]:
         celery = str(BIN / "celery")
@@ -76,12 +78,12 @@ class Fleet:
             answered = {host.split("@")[0] + "@" for reply in replies for host in reply}
             if names <= answered:
                 return
-        raise RuntimeError(f"the workers did not start; see {self.log_dir}")
+        raise RuntimeError(f"the workers did not start; see {self.log}")
 
     def _check_alive(self) -> None:
         for name, proc in self.supervisor.procs.items():
             if proc.poll() is not None:
-                log = (self.log_dir / f"{name}.log").read_text(errors="replace")
+                log = self.log.read_text(errors="replace")
                 raise RuntimeError(f"{name} exited ({proc.returncode}):\n{log[-2000:]}")
 
     def cpu_seconds(self) -> dict[str, float]:

@@ -8,7 +8,13 @@ from django.core.management import call_command
 
 from inventory.models import Product
 from payments.models import Account, PaymentMethod
-from shop.seeding import SCARCE_SKU, SCARCE_UNITS, demo_data_seed
+from shop.seeding import (
+    PRODUCTS,
+    SCARCE_SKU,
+    SCARCE_UNITS,
+    demo_data_seed,
+    loadtest_data_seed,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -59,3 +65,22 @@ def test_refill_brings_stock_and_balances_back_to_their_demo_levels():
     assert (
         account.credited == account.balance
     )  # credited, not conjured: the books add up
+
+
+def test_the_load_test_seeds_payers_with_a_retired_card_and_poor_customers():
+    data = loadtest_data_seed(customers=20, units=3000)
+
+    assert len(data["customers"]) == 20 and len(data["poor"]) == 2
+    for customer in data["customers"]:
+        mine = PaymentMethod.objects.filter(account__customer_id=customer["id"])
+        methods = {m.pk: m.active for m in mine}
+        assert methods == {
+            customer["payment_method_id"]: True,
+            customer["retired_method_id"]: False,
+        }
+    cheapest = min(Decimal(price) for _, _, price, _ in PRODUCTS)
+    assert all(Decimal(c["balance"]) < cheapest for c in data["poor"])
+    stock = {p["sku"]: p["available"] for p in data["products"]}
+    assert stock == {"SENCHA": 3000, "MATCHA": 3000, "HOJICHA": 3000, SCARCE_SKU: 20}
+    # Seeded again: nothing new, and no second retired card.
+    assert loadtest_data_seed(customers=20, units=3000) == data

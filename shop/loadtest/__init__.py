@@ -1,0 +1,1 @@
+"""The load test behind `make loadtest`: orders over REST in stages, a report folder."""
