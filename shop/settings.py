@@ -158,7 +158,8 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "PREPROCESSING_HOOKS": ["shop.schema.expand_method_views"],
     "PATH_CONVERTER_OVERRIDES": {
-        "sku": str,
+        # As shop.routing and inventory.urls match them: anything else is a 404.
+        "sku": {"type": "string", "pattern": r"^[^/\u0000]{1,64}$"},
         "id": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
     },
     # Several models have a "status"; each enum gets its model's name.
