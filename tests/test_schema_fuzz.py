@@ -1,6 +1,6 @@
 """The schema fuzzer: Schemathesis, every check on, against a live gunicorn on the test
-database, as a customer and as staff. The orders it places are real: the session's
-worker and relay run their sagas."""
+database (the ``web`` fixture), as a customer and as staff. The orders it places are
+real: the session's worker and relay run their sagas."""
 
 import json
 import re
@@ -8,13 +8,14 @@ import subprocess
 from types import SimpleNamespace
 
 import pytest
+import requests
 from django.contrib.auth import get_user_model
 
 from orders.models import Order
 from orders.tests.factories import order_make
 from payments.services import payment_method_create
 from shop.seeding import demo_data_seed
-from tests.cluster import BASE, BIN, Cluster, free_port
+from tests.cluster import BASE, BIN
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -24,16 +25,6 @@ SEED = 9
 MAX_EXAMPLES = 25
 _SUMMARY = re.compile(r"(\d+) generated, (\d+) passed")
 _TESTED = re.compile(r"Selected: (\d+)/(\d+)\s+Tested: (\d+)")
-
-
-@pytest.fixture(scope="module")
-def api(cluster) -> str:
-    """A gunicorn of this module's own, as `make run` serves the web, on the test
-    database; the session's worker and relay (``cluster``) run what it starts."""
-    web = Cluster(db_name=cluster.env["DATABASE_NAME"])
-    url = web.start_web(free_port())
-    yield url
-    web.stop()
 
 
 @pytest.fixture
@@ -111,12 +102,32 @@ def assert_no_failure(run: subprocess.CompletedProcess) -> None:
 
 
 @pytest.mark.parametrize("who", ["customer", "staff"])
-def test_every_answer_matches_the_schema(api, shop, who, tmp_path):
+def test_every_answer_matches_the_schema(web, shop, who, tmp_path):
     orders_before = Order.objects.count()
 
-    run = fuzz(api, token=getattr(shop, who), shop=shop, tmp_path=tmp_path)
+    run = fuzz(web, token=getattr(shop, who), shop=shop, tmp_path=tmp_path)
 
     assert_no_failure(run)
     if who == "customer":
         # The fuzzer got past validation to real orders, not only to refusals.
         assert Order.objects.count() > orders_before
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/api/orders/abc/", "/api/nothing/", "/api/orders/1/extra/", "/api/products//"],
+)
+def test_a_url_that_matches_no_route_under_api_is_a_json_404(web, path):
+    # What the fuzzer cannot ask (it keeps to the schema's paths), through the server.
+    response = requests.get(f"{web}{path}")
+
+    assert response.status_code == 404
+    assert response.headers["Content-Type"] == "application/json"
+    assert response.json() == {"message": "Not found.", "extra": {}}
+
+
+def test_elsewhere_an_unmatched_url_is_djangos_page(web):
+    response = requests.get(f"{web}/nothing/")
+
+    assert response.status_code == 404
+    assert response.headers["Content-Type"].startswith("text/html")

@@ -7,6 +7,7 @@ import os
 import secrets
 import subprocess
 import sys
+from collections.abc import Iterator
 
 import pytest
 import requests
@@ -15,7 +16,7 @@ from django.contrib.auth import get_user_model
 from payments.models import PaymentMethod
 from payments.tests.factories import customer_make
 from shop.services import token_obtain
-from tests.cluster import BASE, BIN, Cluster, free_port
+from tests.cluster import BASE, BIN, free_port, web_server
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -115,15 +116,10 @@ def test_the_web_server_refuses_to_start_with_debug_on_in_production_mode():
 
 
 @pytest.fixture(scope="module")
-def production(cluster) -> str:
+def production(cluster) -> Iterator[str]:
     """A production web server behind one proxy that terminates HTTPS."""
-    web = Cluster(
-        db_name=cluster.env["DATABASE_NAME"],
-        env=environment(**PRODUCTION, NUM_PROXIES="1"),
-    )
-    url = web.start_web(free_port())
-    yield url
-    web.stop()
+    with web_server(cluster, environment(**PRODUCTION, NUM_PROXIES="1")) as url:
+        yield url
 
 
 HTTPS = {"X-Forwarded-Proto": "https"}  # what the proxy says of the client's request
@@ -164,14 +160,6 @@ def test_the_health_check_answers_a_load_balancer_over_plain_http(production):
 
 
 # CSRF AND BODY SIZES -----------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def web(cluster) -> str:
-    web = Cluster(db_name=cluster.env["DATABASE_NAME"])
-    url = web.start_web(free_port())
-    yield url
-    web.stop()
 
 
 @pytest.fixture
