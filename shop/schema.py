@@ -12,11 +12,7 @@ from drf_spectacular.plumbing import force_instance
 from rest_framework import permissions, serializers
 from rest_framework.authentication import SessionAuthentication
 
-from shop.serializers import (
-    ErrorSerializer,
-    StrictCharField,
-    StrictSerializer,
-)
+from shop.serializers import ErrorSerializer, StrictCharField, StrictSerializer
 from shop.throttling import AnonRateThrottle
 
 # PostgreSQL cannot store a NUL, so every input string refuses it (see shop.middleware
@@ -34,6 +30,8 @@ ERRORS = {
     415: "A body that is not application/json.",
     429: "Over a rate limit: send again after Retry-After seconds.",
 }
+# Permissions that refuse nobody who has signed in: anything else can answer 403.
+OPEN = (permissions.AllowAny, permissions.IsAuthenticated)
 RETRY_AFTER = {
     "Retry-After": {
         "schema": {"type": "integer", "minimum": 1},
@@ -88,9 +86,6 @@ class AutoSchema(SpectacularAutoSchema):
             statuses[429] = ERRORS[429]
         return statuses
 
-    def _permissions(self) -> list:
-        return self.view.get_permissions()
-
     def _refuses_anonymous(self) -> bool:
         challenges = any(
             auth.authenticate_header(None) for auth in self.view.get_authenticators()
@@ -98,11 +93,13 @@ class AutoSchema(SpectacularAutoSchema):
         return challenges and not self._admits_anonymous()
 
     def _admits_anonymous(self) -> bool:
-        return any(isinstance(p, permissions.AllowAny) for p in self._permissions())
+        return any(
+            isinstance(p, permissions.AllowAny) for p in self.view.get_permissions()
+        )
 
     def _forbidden_because(self) -> str:
         reasons = []
-        if any(not isinstance(p, OPEN) for p in self._permissions()):
+        if any(not isinstance(p, OPEN) for p in self.view.get_permissions()):
             reasons.append("the caller lacks the permission it needs")
         writes = self.method not in permissions.SAFE_METHODS
         sessions = any(
@@ -146,9 +143,6 @@ class AutoSchema(SpectacularAutoSchema):
         # After the field's own RegexValidator, whose pattern (ship_to) wins.
         if isinstance(field, StrictCharField) and "pattern" not in schema:
             schema["pattern"] = NO_NUL
-
-
-OPEN = (permissions.AllowAny, permissions.IsAuthenticated)
 
 
 def _strip(part: str) -> str:
