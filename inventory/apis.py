@@ -9,7 +9,6 @@ from rest_framework.views import APIView
 from inventory import selectors
 from shop.exceptions import NotFound
 from shop.pagination import LimitOffsetPage, paginated_response
-from shop.serializers import ErrorSerializer
 
 
 class ProductDetailApi(APIView):
@@ -27,9 +26,7 @@ class ProductDetailApi(APIView):
         available = serializers.IntegerField()
         reserved = serializers.IntegerField()
 
-    @extend_schema(
-        responses={200: OutputSerializer, 404: ErrorSerializer, 429: ErrorSerializer}
-    )
+    @extend_schema(responses=OutputSerializer)
     def get(self, request, sku: str):
         product = selectors.product_get(sku=sku)
         if product is None:
@@ -45,13 +42,7 @@ class ProductListApi(APIView):
     pagination_class = LimitOffsetPage
     OutputSerializer = ProductDetailApi.OutputSerializer
 
-    @extend_schema(
-        responses={
-            200: OutputSerializer(many=True),
-            400: ErrorSerializer,
-            429: ErrorSerializer,
-        }
-    )
+    @extend_schema(responses=OutputSerializer(many=True))
     def get(self, request):
         return paginated_response(
             queryset=selectors.product_list(),

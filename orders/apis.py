@@ -109,13 +109,7 @@ class OrderCreateApi(APIView):
             )
         ],
         request=InputSerializer,
-        responses={
-            202: OutputSerializer,
-            400: ErrorSerializer,
-            401: ErrorSerializer,
-            409: ErrorSerializer,
-            429: ErrorSerializer,
-        },
+        responses={202: OutputSerializer, 409: ErrorSerializer},
     )
     def post(self, request):
         serializer = self.InputSerializer(data=request.data)
@@ -173,7 +167,7 @@ class OrderDetailApi(APIView):
                 return None
             return self.ShipmentSerializer(shipment).data
 
-    @extend_schema(responses={200: OutputSerializer, 404: ErrorSerializer})
+    @extend_schema(responses=OutputSerializer)
     def get(self, request, order_id: int):
         order = selectors.order_visible_to(user=request.user, order_id=order_id)
         if order is None:

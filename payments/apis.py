@@ -33,9 +33,7 @@ class PaymentMethodDeactivateApi(APIView):
 
     OutputSerializer = PaymentMethodListApi.OutputSerializer
 
-    @extend_schema(
-        request=None, responses={200: OutputSerializer, 404: ErrorSerializer}
-    )
+    @extend_schema(request=None, responses=OutputSerializer)
     def post(self, request, method_id: int):
         method = payment_method_deactivate(
             customer_id=request.user.pk, method_id=method_id
@@ -72,9 +70,7 @@ class AccountDetailApi(APIView):
 
     OutputSerializer = AccountMeApi.OutputSerializer
 
-    @extend_schema(
-        responses={200: OutputSerializer, 401: ErrorSerializer, 404: ErrorSerializer}
-    )
+    @extend_schema(responses=OutputSerializer)
     def get(self, request, account_id: int):
         account = selectors.account_visible_to(user=request.user, account_id=account_id)
         if account is None:

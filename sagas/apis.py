@@ -16,6 +16,7 @@ from shop.pagination import LimitOffsetPage, paginated_response
 from shop.permissions import HasPermission, user_has_permission
 from shop.serializers import (
     ErrorSerializer,
+    QuerySerializer,
     StaffOnlyCharField,
     StaffOnlyDictField,
     StrictCharField,
@@ -33,7 +34,7 @@ class SagaListApi(APIView):
     permission_classes = (HasPermission(VIEW_SAGAS),)
     pagination_class = LimitOffsetPage
 
-    class FilterSerializer(serializers.Serializer):
+    class FilterSerializer(QuerySerializer):
         status = serializers.ChoiceField(
             choices=SagaStatus.choices, required=False, allow_blank=True
         )
@@ -61,12 +62,7 @@ class SagaListApi(APIView):
 
     @extend_schema(
         parameters=[FilterSerializer],
-        responses={
-            200: OutputSerializer(many=True),
-            400: ErrorSerializer,
-            401: ErrorSerializer,
-            403: ErrorSerializer,
-        },
+        responses=OutputSerializer(many=True),
     )
     def get(self, request):
         filters = self.FilterSerializer(data=request.query_params)
@@ -118,9 +114,7 @@ class SagaDetailApi(APIView):
         steps = StepSerializer(many=True)
         events = EventSerializer(many=True)
 
-    @extend_schema(
-        responses={200: OutputSerializer, 401: ErrorSerializer, 404: ErrorSerializer}
-    )
+    @extend_schema(responses=OutputSerializer)
     def get(self, request, saga_id: int):
         saga = selectors.saga_visible_to(user=request.user, saga_id=saga_id)
         if saga is None:
@@ -152,14 +146,7 @@ class SagaRetryApi(APIView):
         status = serializers.ChoiceField(choices=SagaStatus.choices)
 
     @extend_schema(
-        request=None,
-        responses={
-            202: OutputSerializer,
-            401: ErrorSerializer,
-            403: ErrorSerializer,
-            404: ErrorSerializer,
-            409: ErrorSerializer,
-        },
+        request=None, responses={202: OutputSerializer, 409: ErrorSerializer}
     )
     def post(self, request, saga_id: int):
         saga = operate(saga_retry, saga_id=saga_id, actor=request.user.get_username())
@@ -178,14 +165,7 @@ class SagaCancelApi(APIView):
 
     @extend_schema(
         request=InputSerializer,
-        responses={
-            202: OutputSerializer,
-            400: ErrorSerializer,
-            401: ErrorSerializer,
-            403: ErrorSerializer,
-            404: ErrorSerializer,
-            409: ErrorSerializer,
-        },
+        responses={202: OutputSerializer, 409: ErrorSerializer},
     )
     def post(self, request, saga_id: int):
         serializer = self.InputSerializer(data=request.data)

@@ -5,7 +5,7 @@ from django.db import DatabaseError
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.authentication import SessionAuthentication, TokenAuthentication
-from rest_framework.exceptions import APIException, ValidationError
+from rest_framework.exceptions import APIException, AuthenticationFailed
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -38,15 +38,22 @@ class AuthTokenCreateApi(APIView):
 
     @extend_schema(
         request=InputSerializer,
-        responses={200: OutputSerializer, 400: ErrorSerializer, 429: ErrorSerializer},
+        responses={200: OutputSerializer, 401: ErrorSerializer},
     )
     def post(self, request):
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         user = authenticate(request, **serializer.validated_data)
         if user is None:  # no such user, a wrong password or an inactive user alike
-            raise ValidationError("Unable to log in with the username and password.")
+            raise AuthenticationFailed(
+                "Unable to log in with the username and password."
+            )
         return Response(self.OutputSerializer({"token": token_obtain(user=user)}).data)
+
+    def get_authenticate_header(self, request) -> str:
+        # Refused credentials are a 401, which must name a scheme (DRF would make it a
+        # 403 without one): the scheme the token is then sent with.
+        return TokenAuthentication.keyword
 
 
 class LenientMixin:

@@ -11,15 +11,17 @@ from rest_framework.serializers import Serializer
 from rest_framework.views import APIView
 
 from shop.routing import MAX_BIGINT
+from shop.serializers import once_each
 
 _DIGITS = re.compile("[0-9]{1,19}")  # ASCII only: int() would also take "٣" or "1_0"
 
 
 class LimitOffsetPage(LimitOffsetPagination):
     """Pages whose parameters are checked: a limit from 1 to ``max_limit``, an offset
-    that fits PostgreSQL's bigint, else a 400 naming the parameter. (DRF alone would
-    quietly use its defaults for a limit of "abc" or an offset of -1.) A page past the
-    end is empty: DRF never slices beyond the count."""
+    that fits PostgreSQL's bigint, each given at most once, else a 400 naming the
+    parameter. (DRF alone would quietly use its defaults for a limit of "abc", "" or
+    an offset of -1, and the last of repeated ones.) A page past the end is empty: DRF
+    never slices beyond the count."""
 
     default_limit = 50
     max_limit = 200
@@ -33,11 +35,11 @@ class LimitOffsetPage(LimitOffsetPagination):
             self.limit_query_param: (1, self.max_limit),
             self.offset_query_param: (0, MAX_BIGINT),
         }
-        errors = {}
+        errors = once_each(request.query_params, ranges)
         for name, (low, high) in ranges.items():
-            value = request.query_params.get(name, "")
-            if value == "":
-                continue  # absent or blank: the default
+            value = request.query_params.get(name)
+            if value is None or name in errors:
+                continue  # absent: the default
             if not (_DIGITS.fullmatch(value) and low <= int(value) <= high):
                 errors[name] = [f"Must be an integer from {low} to {high}."]
         if errors:

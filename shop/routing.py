@@ -31,10 +31,21 @@ def method_view(**views: type[APIView]):
     """
     callbacks = {method.upper(): view.as_view() for method, view in views.items()}
     first = next(iter(callbacks.values()))
+    # Each APIView's own Allow header names only its methods; the URL has them all.
+    allow = ", ".join(
+        method.upper()
+        for method in APIView.http_method_names
+        if method.upper() in callbacks
+        or (method == "head" and "GET" in callbacks)
+        or method == "options"
+    )
 
     def view(request: HttpRequest, *args, **kwargs):
         method = "GET" if request.method == "HEAD" else request.method
-        return callbacks.get(method, first)(request, *args, **kwargs)
+        response = callbacks.get(method, first)(request, *args, **kwargs)
+        if response.has_header("Allow"):
+            response["Allow"] = allow
+        return response
 
     # Each APIView is exempt from Django's CSRF middleware; DRF's SessionAuthentication
     # enforces CSRF itself for session users.

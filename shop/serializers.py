@@ -71,6 +71,25 @@ class StrictSerializer(serializers.Serializer):
         return value
 
 
+class QuerySerializer(serializers.Serializer):
+    # Query parameters (``data=request.query_params``), each given at most once: DRF
+    # would quietly take the last of ``?status=FAILED&status=RUNNING``.
+
+    def to_internal_value(self, data):
+        if errors := once_each(data, self.fields):
+            raise ValidationError(errors)
+        return super().to_internal_value(data)
+
+
+def once_each(query, names) -> dict[str, list[str]]:
+    """An error for each of ``names`` given more than once in ``query``."""
+    return {
+        name: ["Given more than once; give it once."]
+        for name in names
+        if len(query.getlist(name)) > 1
+    }
+
+
 class StaffOnlyFieldMixin:
     """An output field shown to privileged readers only; everyone else gets it blank.
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import environ
 
-from shop import brokers
+from shop import brokers, production
 
 # PATHS AND ENVIRONMENT ---------------------------------------------------------------
 
@@ -12,15 +12,20 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 RUN_DIR = BASE_DIR / ".run"
 
 env = environ.Env()
+# A deployed server runs with SHOP_ENV=production: secrets from its environment only,
+# HTTPS, and no start with DEBUG on or a weak SECRET_KEY (see SECURITY).
+PRODUCTION = production.is_production(env("SHOP_ENV", default="development"))
 # `make run` / `make test` write the locally generated secrets and the addresses of the
 # project-local servers here; a variable already set in the environment always wins.
-if (RUN_DIR / "env").exists():
+if (RUN_DIR / "env").exists() and not PRODUCTION:
     env.read_env(str(RUN_DIR / "env"), overwrite=False)
 
 # CORE --------------------------------------------------------------------------------
 
 SECRET_KEY = env("SECRET_KEY")
 DEBUG = env.bool("DEBUG", default=False)
+if PRODUCTION:
+    production.refuse_unsafe_settings(debug=DEBUG, secret_key=SECRET_KEY)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
 _WEB_PORT = env("WEB_PORT", default="8000")  # where `make run` serves the web
 CSRF_TRUSTED_ORIGINS = env.list(
@@ -107,10 +112,34 @@ DATABASES["default"]["CONN_HEALTH_CHECKS"] = False
 
 # SECURITY ----------------------------------------------------------------------------
 
-SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=False)
-CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=False)
+# Reverse proxies in front of the web process. The client's address is REMOTE_ADDR
+# unless this many append theirs to X-Forwarded-For (which a client can forge).
+NUM_PROXIES = env.int("NUM_PROXIES", default=0)
+
+# Production is served over HTTPS: cookies only over it, plain HTTP redirected to it,
+# and browsers told to keep to it (HSTS, sent on HTTPS responses only). Each is what
+# `manage.py check --deploy` asks for, and its variable can turn it off.
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=PRODUCTION)
+CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=PRODUCTION)
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=PRODUCTION)
+# Load balancers probe the web process itself, over plain HTTP.
+SECURE_REDIRECT_EXEMPT = [r"^api/health/$"]
+SECURE_HSTS_SECONDS = env.int(
+    "SECURE_HSTS_SECONDS", default=365 * 24 * 3600 if PRODUCTION else 0
+)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool(
+    "SECURE_HSTS_INCLUDE_SUBDOMAINS", default=PRODUCTION
+)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=PRODUCTION)
+# A proxy that terminates HTTPS says so in X-Forwarded-Proto; it must set the header
+# itself, replacing whatever a client sent.
+if NUM_PROXIES:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# On every response (SecurityMiddleware, XFrameOptionsMiddleware).
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 
 # REST API ----------------------------------------------------------------------------
 
@@ -129,9 +158,7 @@ REST_FRAMEWORK = {
     # Anonymous requests per address; orders and logins have their own (see
     # THROTTLING). The health check is exempt: load balancers probe it.
     "DEFAULT_THROTTLE_CLASSES": ["shop.throttling.AnonRateThrottle"],
-    # The client's address is REMOTE_ADDR unless this many proxies in front of the web
-    # process append theirs to X-Forwarded-For (which a client can forge).
-    "NUM_PROXIES": env.int("NUM_PROXIES", default=0),
+    "NUM_PROXIES": NUM_PROXIES,
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
     # Errors echo what the client sent; ASCII-escaped output can always be encoded,
     # even a lone surrogate ("\ud800") that came in through JSON.
@@ -159,7 +186,8 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "PREPROCESSING_HOOKS": ["shop.schema.expand_method_views"],
     "PATH_CONVERTER_OVERRIDES": {
-        "sku": str,
+        # As shop.routing and inventory.urls match them: anything else is a 404.
+        "sku": {"type": "string", "pattern": r"^[^/\u0000]{1,64}$"},
         "id": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
     },
     # Several models have a "status"; each enum gets its model's name.

@@ -11,7 +11,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from shop.devenv import WORKER_QUEUES, redis_command
@@ -195,6 +195,18 @@ class Cluster:
                 what=f"{name} to start",
                 on_timeout=lambda: self.log(name)[-3000:],
             )
+
+
+@contextlib.contextmanager
+def web_server(cluster: Cluster, env: dict[str, str] | None = None) -> Iterator[str]:
+    """A gunicorn of the caller's own, as `make run` serves the web, on ``cluster``'s
+    database (``env`` added to its environment); yields its base URL. The cluster's
+    worker and relay run what it starts."""
+    web = Cluster(db_name=cluster.env["DATABASE_NAME"], env=env)
+    try:
+        yield web.start_web(free_port())
+    finally:
+        web.stop()
 
 
 class LocalRedis:

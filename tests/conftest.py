@@ -1,10 +1,12 @@
 """Fixtures for cross-app tests: real workers, relays, beats and brokers on the test
 database."""
 
+from collections.abc import Iterator
+
 import pytest
 from django.db import connection
 
-from tests.cluster import Cluster, LocalRabbitMQ, LocalRedis
+from tests.cluster import Cluster, LocalRabbitMQ, LocalRedis, web_server
 
 # Short deadlines so that stalls and lost work show within seconds.
 TIMING = {
@@ -28,6 +30,14 @@ def cluster(django_db_setup, django_db_blocker):
     running = Cluster(db_name=db_name).start()
     yield running
     running.stop()
+
+
+@pytest.fixture(scope="module")
+def web(cluster) -> Iterator[str]:
+    """web_server for a test module: tests that use it need
+    ``@pytest.mark.django_db(transaction=True)``, as with ``cluster``."""
+    with web_server(cluster) as url:
+        yield url
 
 
 @pytest.fixture

@@ -23,11 +23,21 @@ from shop.tests.rows import row_counts
 
 pytestmark = pytest.mark.django_db
 
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture(autouse=True)
+def fast_passwords(settings):
+    # Ann's password is hashed for every case: the slow hasher would take minutes.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
 
 @pytest.fixture
 def world():
     product_make(sku="TEA", price="4.50", units=100)
     ann, ann_card = customer_make(username="ann")
+    ann.set_password(PASSWORD)
+    ann.save(update_fields=["password"])
     bob, bob_card = customer_make(username="bob")
     anns = order_make(customer=ann, payment_method_id=ann_card.pk)
     bobs = order_make(customer=bob, payment_method_id=bob_card.pk)
@@ -36,16 +46,32 @@ def world():
     )
 
 
-# (endpoint, permission it needs, URL of one of ann's, status for each of CALLERS)
+# Every operation of the API, as the schema names it: (endpoint, the permission that
+# widens what it shows or allows, URL of one of ann's, status for each of CALLERS).
+# Where no permission guards it, the one named only makes the callers: staff holding
+# it get what the other staff get.
 ENDPOINTS = [
     (
-        "GET /api/orders/{id}/",
+        "GET /api/orders/",
+        "orders.view_order",
+        lambda w: "/api/orders/",
+        (401, 200, 200, 200, 200, 200, 200, 200),
+    ),
+    (
+        # With ann's card: no permission lets anyone pay with someone else's (400).
+        "POST /api/orders/",
+        "orders.view_order",
+        lambda w: "/api/orders/",
+        (401, 202, 400, 400, 400, 400, 400, 400),
+    ),
+    (
+        "GET /api/orders/{order_id}/",
         "orders.view_order",
         lambda w: f"/api/orders/{w.anns_order.pk}/",
         (401, 200, 404, 404, 404, 404, 200, 200),
     ),
     (
-        "GET /api/sagas/{id}/",
+        "GET /api/sagas/{saga_id}/",
         "sagas.view_saga",
         lambda w: f"/api/sagas/{w.anns_order.saga_id}/",
         (401, 200, 404, 404, 404, 404, 200, 200),
@@ -57,37 +83,95 @@ ENDPOINTS = [
         (401, 403, 403, 403, 403, 403, 200, 200),
     ),
     (
-        "POST /api/sagas/{id}/retry/",
+        "POST /api/sagas/{saga_id}/retry/",
         "sagas.change_saga",
         lambda w: f"/api/sagas/{w.anns_order.saga_id}/retry/",
         # 409 is past the permission check: only a FAILED saga can be retried.
         (401, 403, 403, 403, 403, 403, 409, 409),
     ),
     (
-        "POST /api/sagas/{id}/cancel/",
+        "POST /api/sagas/{saga_id}/cancel/",
         "sagas.change_saga",
         lambda w: f"/api/sagas/{w.anns_order.saga_id}/cancel/",
         (401, 403, 403, 403, 403, 403, 202, 202),
     ),
     (
-        "GET /api/accounts/{id}/",
+        "GET /api/products/",
+        "orders.view_order",
+        lambda w: "/api/products/",
+        (200,) * 8,
+    ),
+    (
+        "GET /api/products/{sku}/",
+        "orders.view_order",
+        lambda w: "/api/products/TEA/",
+        (200,) * 8,
+    ),
+    (
+        # Each caller's own; the users made for a test have none.
+        "GET /api/accounts/me/",
+        "payments.view_account",
+        lambda w: "/api/accounts/me/",
+        (401, 200, 200, 404, 404, 404, 404, 404),
+    ),
+    (
+        "GET /api/accounts/{account_id}/",
         "payments.view_account",
         lambda w: f"/api/accounts/{w.ann.account.pk}/",
         (401, 200, 404, 404, 404, 404, 200, 200),
     ),
     (
+        "GET /api/payment-methods/",
+        "payments.view_account",
+        lambda w: "/api/payment-methods/",
+        (401, 200, 200, 200, 200, 200, 200, 200),
+    ),
+    (
         # No permission lets anyone deactivate someone else's method.
-        "POST /api/payment-methods/{id}/deactivate/",
+        "POST /api/payment-methods/{method_id}/deactivate/",
         "payments.view_account",
         lambda w: f"/api/payment-methods/{w.ann_card.pk}/deactivate/",
         (401, 200, 404, 404, 404, 404, 404, 404),
     ),
+    (
+        # Ann's username and password: whoever sends them gets her token.
+        "POST /api/auth/token/",
+        "orders.view_order",
+        lambda w: "/api/auth/token/",
+        (200,) * 8,
+    ),
+    (
+        # Only what it tells differs (see THE HEALTH CHECK below).
+        "GET /api/health/",
+        "sagas.view_saga",
+        lambda w: "/api/health/",
+        (200,) * 8,
+    ),
 ]
+BODIES = {
+    "POST /api/orders/": lambda w: {
+        "items": [{"sku": "TEA", "quantity": 1}],
+        "payment_method_id": w.ann_card.pk,
+    },
+    "POST /api/auth/token/": lambda w: {"username": "ann", "password": PASSWORD},
+}
 CASES = [
     pytest.param(endpoint, permission, url, caller, expected, id=f"{endpoint}-{caller}")
     for endpoint, permission, url, statuses in ENDPOINTS
     for caller, expected in zip(CALLERS, statuses, strict=True)
 ]
+
+
+def test_the_table_has_every_operation_of_the_schema():
+    schema = APIClient().get("/api/schema/", {"format": "json"}).json()
+
+    operations = {
+        f"{method.upper()} {path}"
+        for path, methods in schema["paths"].items()
+        for method in methods
+    }
+    endpoints = [endpoint for endpoint, *_ in ENDPOINTS]
+    assert sorted(endpoints) == sorted(operations)  # each once, none forgotten
 
 
 @pytest.mark.parametrize(("endpoint", "permission", "url", "caller", "expected"), CASES)
@@ -98,9 +182,10 @@ def test_each_caller_gets_what_the_permission_allows(
         caller
     ]
     method = endpoint.split()[0].lower()
+    body = BODIES[endpoint](world) if endpoint in BODIES else None
     before = row_counts()
 
-    response = getattr(client_for(user), method)(url(world))
+    response = getattr(client_for(user), method)(url(world), body, format="json")
 
     assert response.status_code == expected, response.content
     if expected >= 400:

@@ -118,7 +118,7 @@ def test_attempts_arriving_together_cannot_slip_through_together(settings):
     with ThreadPoolExecutor(max_workers=20) as pool:
         answers = list(pool.map(attempt, range(40)))
 
-    assert answers.count(400) == 5  # refused credentials, within the rate
+    assert answers.count(401) == 5  # refused credentials, within the rate
     assert answers.count(429) == 35
 
 
@@ -160,19 +160,17 @@ def test_a_stale_token_sent_along_does_not_stop_a_login(carol):
         pytest.param({"username": "inactive", "password": PASSWORD}, id="inactive"),
     ],
 )
-def test_bad_credentials_are_400_saying_no_more_than_that(carol, body):
+def test_bad_credentials_are_401_saying_no_more_than_that(carol, body):
     get_user_model().objects.create_user("inactive", password=PASSWORD, is_active=False)
 
     response = login(**body)
 
-    assert response.status_code == 400
+    assert response.status_code == 401
+    # A 401 names the scheme the credentials are then sent with (RFC 9110).
+    assert response["WWW-Authenticate"] == "Token"
     assert response.json() == {
-        "message": "Validation error.",
-        "extra": {
-            "fields": {
-                "non_field_errors": ["Unable to log in with the username and password."]
-            }
-        },
+        "message": "Unable to log in with the username and password.",
+        "extra": {},
     }
     assert not Token.objects.exists()
 
@@ -217,7 +215,7 @@ def test_login_attempts_beyond_the_rate_are_429_even_with_the_right_password(
 ):
     settings.LOGIN_RATE_LIMIT = "2/min"
     for _ in range(2):
-        assert login(username="carol", password="guess").status_code == 400
+        assert login(username="carol", password="guess").status_code == 401
 
     assert_throttled(login(username="carol", password=PASSWORD))
     assert not Token.objects.exists()
@@ -229,7 +227,7 @@ def test_login_attempts_are_counted_per_address_and_username(settings, carol):
 
     elsewhere = APIClient(REMOTE_ADDR="192.0.2.7")
     assert login(username="carol", password="guess").status_code == 429
-    assert login(username="dave", password="guess").status_code == 400
+    assert login(username="dave", password="guess").status_code == 401
     assert login(elsewhere, username="carol", password=PASSWORD).status_code == 200
 
 
