@@ -80,19 +80,6 @@ def saga_last_dispatch(*, saga_id: int) -> OutboxMessage | None:
     )
 
 
-def saga_share_lock(*, saga_id: int | None) -> Saga | None:
-    """A saga's row, share-locked: reactions of one saga run side by side, but the
-    recovery sweep (FOR UPDATE SKIP LOCKED) passes over a saga while one runs, so
-    it never takes work in progress for lost; the tracker waits for it."""
-    if saga_id is None:
-        return None
-    table = Saga._meta.db_table
-    found = Saga.objects.raw(
-        f"SELECT * FROM {table} WHERE id = %s FOR SHARE", [saga_id]
-    )
-    return next(iter(found), None)
-
-
 def saga_events(*, saga_id: int, topics=None) -> list[AbstractOutboxMessage]:
     """A saga's events of ``topics`` (None: all), in every app's outbox, oldest
     first."""
