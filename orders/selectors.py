@@ -20,6 +20,12 @@ def order_by_key(*, customer_id: int, idempotency_key: str) -> Order | None:
     ).first()
 
 
+def order_saga_ids(*, order_id: int) -> list[int]:
+    """The id of the order's purchase saga, in a list: one, or none for no order."""
+    found = Order.objects.filter(pk=order_id, saga_id__isnull=False)
+    return list(found.values_list("saga_id", flat=True))
+
+
 def order_lock(*, order_id: int) -> Order:
     return Order.objects.select_for_update(of=("self",)).get(pk=order_id)
 
