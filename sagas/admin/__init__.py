@@ -2,8 +2,9 @@
 
 Sagas are read-only here; the only writes are the operator actions, and each one is a
 call to sagas.lifecycle, which locks the saga and records who acted in its events. A
-saga's page draws its timeline and history from its records (sagas.history). Times
-are shown in UTC, to the millisecond.
+saga's page draws its timeline and history from its records (sagas.history); the
+dashboard (sagas.admin.dashboard) counts over every saga and links into the list.
+Times are shown in UTC, to the millisecond.
 """
 
 import re
@@ -16,14 +17,21 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import DurationField, ExpressionWrapper, F, Prefetch, Q, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.shortcuts import redirect
+from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from sagas import diagrams, history, lifecycle, registry
-from sagas.admin import links, page
-from sagas.admin.filters import AttentionFilter
+from sagas.admin import dashboard, links, page
+from sagas.admin.filters import (
+    AttentionFilter,
+    EndedFilter,
+    RetriedAtFilter,
+    TimedOutAtFilter,
+    UndoneAtFilter,
+)
 from sagas.exceptions import ActionNotAllowed, DefinitionError
 from sagas.models import (
     OutboxMessage,
@@ -64,7 +72,16 @@ class SagaAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "duration",
         "short_error",
     )
-    list_filter = ("status", "mode", "name", AttentionFilter)
+    list_filter = (
+        "status",
+        "mode",
+        "name",
+        AttentionFilter,
+        EndedFilter,
+        UndoneAtFilter,
+        TimedOutAtFilter,
+        RetriedAtFilter,
+    )
     search_fields = ("idempotency_key",)
     search_help_text = (
         "Exact saga id, order id (42, or order 42) or idempotency key; times in UTC."
@@ -288,6 +305,13 @@ class SagaAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
                 ("cancel", _cancel, "cancelled"),
             )
         ]
+        operations.append(
+            path(
+                "dashboard/",
+                self.admin_site.admin_view(self.dashboard_view),
+                name="{}_{}_dashboard".format(*info),
+            )
+        )
         # Before the defaults, whose catch-all "<object_id>/" would match first.
         return operations + super().get_urls()
 
@@ -298,6 +322,18 @@ class SagaAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             context.update(page.saga_page(obj, now=timezone.now()))
             context["path_before"] = self.path_before
         return super().render_change_form(request, context, *args, obj=obj, **kwargs)
+
+    def dashboard_view(self, request: HttpRequest) -> HttpResponse:
+        """Figures over every saga, for staff who may view sagas."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Saga dashboard",
+            "opts": self.opts,
+            **dashboard.dashboard(now=timezone.now()),
+        }
+        return TemplateResponse(request, "admin/sagas/saga/dashboard.html", context)
 
     def _operation_url(self, name: str, saga_id: int) -> str:
         info = self.admin_site.name, self.opts.app_label, self.opts.model_name

@@ -1,10 +1,12 @@
-"""The saga list's own filters: what needs an operator."""
+"""The saga list's own filters: what needs an operator, when sagas ended, and where
+they were undone, timed out or retried (the dashboard's figures link to them)."""
 
 from django.contrib import admin
 from django.utils import timezone
 
-from sagas import selectors
+from sagas import history, registry, selectors, statistics
 from sagas.models import ACTIVE_STATUSES
+from sagas.statistics import StepFigure
 
 
 class AttentionFilter(admin.SimpleListFilter):
@@ -25,3 +27,58 @@ class AttentionFilter(admin.SimpleListFilter):
                 status__in=ACTIVE_STATUSES, deadline_at__lt=timezone.now()
             )
         return queryset
+
+
+class EndedFilter(admin.SimpleListFilter):
+    """Sagas that ended (COMPLETED or COMPENSATED) within the last hour or day."""
+
+    title = "ended"
+    parameter_name = "ended"
+
+    def lookups(self, request, model_admin):
+        return [(key, label) for key, (_, label) in statistics.WINDOWS.items()]
+
+    def queryset(self, request, queryset):
+        if self.value() in statistics.WINDOWS:
+            condition = statistics.ended_within_q(self.value(), now=timezone.now())
+            return queryset.filter(condition)
+        return queryset
+
+
+class StepFigureFilter(admin.SimpleListFilter):
+    """Sagas whose audit trail holds ``figure`` at the unit chosen."""
+
+    figure: StepFigure
+
+    def lookups(self, request, model_admin):
+        names = {
+            name
+            for definition in registry.definitions()
+            for name in history.unit_names(definition)
+        }
+        if self.value():
+            names.add(self.value())  # one no definition names any more
+        return [(name, name) for name in sorted(names)]
+
+    def queryset(self, request, queryset):
+        if self.value():
+            return queryset.filter(statistics.step_figure_q(self.figure, self.value()))
+        return queryset
+
+
+class UndoneAtFilter(StepFigureFilter):
+    title = "undoing began at"
+    parameter_name = StepFigure.UNDONE.value
+    figure = StepFigure.UNDONE
+
+
+class TimedOutAtFilter(StepFigureFilter):
+    title = "timed out at"
+    parameter_name = StepFigure.TIMED_OUT.value
+    figure = StepFigure.TIMED_OUT
+
+
+class RetriedAtFilter(StepFigureFilter):
+    title = "retried at"
+    parameter_name = StepFigure.RETRIED.value
+    figure = StepFigure.RETRIED
