@@ -232,7 +232,7 @@ def _action_lanes(saga, steps, retries, resends, retried_by) -> list[Lane]:
     for step in steps:
         unit = (step.index, Phase.ACTION)
         lane = Lane(f"s{step.index}", step.name, Phase.ACTION, step.index)
-        sends = [t for t in [sent] if t] + retried_by
+        sends = ([sent] if sent else []) + retried_by
         sends += [e.created_at for e in resends.get(unit, [])]
         lane.attempts = _retried(retries.get(unit, []), sends)
         final = _final_action(saga, step, lane.attempts)
@@ -541,9 +541,9 @@ def duration(delta: timedelta | None) -> str:
     if delta is None:
         return "-"
     ms = delta.total_seconds() * 1000
-    if ms < 10:
+    if ms < 9.95:
         return f"{ms:.1f} ms"
-    if ms < 1000:
+    if ms < 999.5:
         return f"{ms:.0f} ms"
     if ms < 60_000:
         return f"{ms / 1000:.3g} s" if ms < 10_000 else f"{ms / 1000:.1f} s"

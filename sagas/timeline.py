@@ -210,12 +210,21 @@ def _runs(path: SagaPath) -> list[tuple[datetime, datetime]]:
 
 
 def _tick_label(ms: float) -> str:
+    """A tick's time since the saga was created: ``0``, ``250 ms``, ``1.5 s``,
+    ``12 s``, and from a minute on as a clock reads, ``1:04.5``, ``1:02:05``."""
+    ms = round(ms, 3)
     if ms == 0:
         return "0"
-    for unit, name in ((HOUR, "h"), (MINUTE, "min"), (SECOND, "s")):
-        if ms >= unit:
-            return f"{ms / unit:g} {name}"
-    return f"{ms:g} ms"
+    if ms < SECOND:
+        return f"{ms:g} ms"
+    if ms < MINUTE:
+        return f"{ms / SECOND:g} s"
+    minutes, rest = divmod(ms, MINUTE)
+    seconds = f"{rest / SECOND:06.3f}".rstrip("0").rstrip(".")
+    seconds = seconds if "." in seconds else f"{int(rest // SECOND):02d}"
+    if minutes < 60:
+        return f"{int(minutes)}:{seconds}"
+    return f"{int(minutes // 60)}:{int(minutes % 60):02d}:{seconds}"
 
 
 def _patterns() -> str:
