@@ -21,8 +21,10 @@ from django.db.models import (
     Exists,
     ExpressionWrapper,
     F,
+    Func,
     OuterRef,
     Q,
+    Value,
 )
 
 from sagas import selectors
@@ -108,11 +110,15 @@ STEP_EVENTS = {
 }
 
 
-def step_figure_q(figure: StepFigure, step_name: str) -> Q:
-    """Sagas whose trail holds ``figure`` at the unit named ``step_name``, as the
-    trail names it (a step, or a task past the saga's name: "tcc.try_stock")."""
-    events = SagaEvent.objects.filter(
-        STEP_EVENTS[figure], saga=OuterRef("pk"), step_name=step_name
+# The unit an event is about, whatever the trail calls it: a retry names the task
+# past the saga's name ("tcc.try_stock"), the undoing the step ("try_stock").
+UNIT = Func(F("step_name"), Value(r"^.*\."), Value(""), function="regexp_replace")
+
+
+def step_figure_q(figure: StepFigure, unit: str) -> Q:
+    """Sagas whose trail holds ``figure`` at ``unit`` (a step, a compensation)."""
+    events = SagaEvent.objects.annotate(unit=UNIT).filter(
+        STEP_EVENTS[figure], saga=OuterRef("pk"), unit=unit
     )
     return Q(Exists(events))
 
@@ -170,13 +176,12 @@ def sagas_ended(*, window: str, now: datetime) -> dict[str | None, Ended]:
 @dataclass(frozen=True)
 class StepTrouble:
     """Of the sagas that ended within a window: how many ran into each figure at one
-    unit of one definition. Each figure keeps the unit's name as the trail gives it,
-    the value its list filter takes."""
+    unit of one definition."""
 
     saga: str
     mode: str
-    step: str  # the unit as a definition names it: "try_stock", "refund_payment"
-    counts: dict[StepFigure, tuple[str, int]]  # figure: (name in the trail, sagas)
+    unit: str  # a step or a compensation: "try_stock", "refund_payment"
+    counts: dict[StepFigure, int]
 
 
 def steps_in_trouble(*, window: str, now: datetime) -> list[StepTrouble]:
@@ -192,22 +197,19 @@ def steps_in_trouble(*, window: str, now: datetime) -> list[StepTrouble]:
     rows = (
         events.filter(Q.create(list(STEP_EVENTS.values()), "OR"))
         .exclude(step_name="")
-        .values("saga__name", "saga__mode", "step_name")
+        .annotate(unit=UNIT)
+        .values("saga__name", "saga__mode", "unit")
         .annotate(**counts)
-        .order_by()
+        .order_by("saga__name", "saga__mode", "unit")
     )
-    found: dict[tuple[str, str, str], dict] = {}
-    for row in rows:
-        step_name = row["step_name"]
-        # "tcc.try_stock" (a retry) and "try_stock" (the undoing) are one step.
-        unit = step_name.rsplit(".", 1)[-1]
-        figures = found.setdefault((row["saga__name"], row["saga__mode"], unit), {})
-        for figure in StepFigure:
-            if row[figure]:
-                figures[figure] = (step_name, row[figure])
     return [
-        StepTrouble(name, mode, unit, figures)
-        for (name, mode, unit), figures in sorted(found.items())
+        StepTrouble(
+            row["saga__name"],
+            row["saga__mode"],
+            row["unit"],
+            {figure: row[figure] for figure in StepFigure if row[figure]},
+        )
+        for row in rows
     ]
 
 

@@ -121,26 +121,26 @@ def _steps(now: datetime) -> list[StepRow]:
     found: dict[tuple[str, str, str], dict] = {}
     for window in WINDOWS:
         for trouble in statistics.steps_in_trouble(window=window, now=now):
-            cells = found.setdefault((trouble.saga, trouble.mode, trouble.step), {})
-            for figure, (step_name, count) in trouble.counts.items():
+            cells = found.setdefault((trouble.saga, trouble.mode, trouble.unit), {})
+            for figure, count in trouble.counts.items():
                 cells[figure, window] = Figure(
                     str(count),
                     saga_list_url(
                         ended=window,
                         name=trouble.saga,
                         mode__exact=trouble.mode,
-                        **{figure: step_name},
+                        **{figure: trouble.unit},
                     ),
-                    f"steps-{window}-{trouble.mode}-{trouble.step}-{figure}",
+                    f"steps-{window}-{trouble.mode}-{trouble.unit}-{figure}",
                 )
     return [
         StepRow(
             saga,
             mode,
-            step,
+            unit,
             [cells.get((f, w)) for f in StepFigure for w in WINDOWS],
         )
-        for (saga, mode, step), cells in sorted(found.items())
+        for (saga, mode, unit), cells in sorted(found.items())
     ]
 
 
