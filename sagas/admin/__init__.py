@@ -34,6 +34,7 @@ from sagas.admin.filters import (
 )
 from sagas.exceptions import ActionNotAllowed, DefinitionError
 from sagas.models import (
+    ENDED_STATUSES,
     OutboxMessage,
     Saga,
     SagaEvent,
@@ -48,6 +49,7 @@ from sagas.outbox_admin import (
 )
 
 CANCEL_REASON = "cancelled from the admin"
+LIST_ERROR_CHARS = 60
 
 STATUS_COLOURS = {
     SagaStatus.PENDING: "#447e9b",
@@ -61,12 +63,13 @@ STATUS_COLOURS = {
 
 @admin.register(Saga)
 class SagaAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    # Narrow enough for a page 1280 pixels wide: the mode by its code, the step a
+    # saga is at under its status, while it is at one.
     list_display = (
         "id",
         "name",
-        "mode",
-        "status_badge",
-        "current_step_name",
+        "mode_code",
+        "status_at_step",
         "created",
         "finished",
         "duration",
@@ -182,6 +185,20 @@ class SagaAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             saga.status,
         )
 
+    @admin.display(description="status", ordering="status")
+    def status_at_step(self, saga: Saga) -> str:
+        if saga.status in ENDED_STATUSES:
+            return self.status_badge(saga)
+        return format_html(
+            '{}<br><span class="at-step">at {}</span>',
+            self.status_badge(saga),
+            self.current_step_name(saga),
+        )
+
+    @admin.display(description="mode", ordering="mode")
+    def mode_code(self, saga: Saga) -> str:
+        return saga.mode
+
     @admin.display(description="current step")
     def current_step_name(self, saga: Saga) -> str:
         # From the definition in memory: reading step rows would cost a query per row.
@@ -192,23 +209,23 @@ class SagaAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="created", ordering="created_at")
     def created(self, saga: Saga) -> str:
-        return history.instant(saga.created_at)
+        return page.instant_html(saga.created_at)
 
     @admin.display(description="updated", ordering="updated_at")
     def updated(self, saga: Saga) -> str:
-        return history.instant(saga.updated_at)
+        return page.instant_html(saga.updated_at)
 
     @admin.display(description="ended", ordering="finished_at")
     def finished(self, saga: Saga) -> str:
-        return history.instant(saga.finished_at)
+        return page.instant_html(saga.finished_at)
 
     @admin.display(description="work sent")
     def sent(self, saga: Saga) -> str:
-        return history.instant(saga.sent_at)
+        return page.instant_html(saga.sent_at)
 
     @admin.display(description="deadline")
     def deadline(self, saga: Saga) -> str:
-        return history.instant(saga.deadline_at)
+        return page.instant_html(saga.deadline_at)
 
     @admin.display(
         description="duration",
@@ -226,7 +243,7 @@ class SagaAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     @admin.display(description="error")
     def short_error(self, saga: Saga) -> str:
         # What needs an operator now comes first.
-        return truncated(saga.attention or saga.error)
+        return truncated(saga.attention or saga.error, LIST_ERROR_CHARS)
 
     @admin.display(description="context")
     def context_pretty(self, saga: Saga) -> str:

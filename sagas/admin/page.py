@@ -4,6 +4,7 @@
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
 from sagas import history, registry, timeline
@@ -50,6 +51,20 @@ def saga_page(saga: Saga, *, now: datetime) -> dict:
         "step_rows": [_step_row(step, path) for step in steps],
         "history_rows": [_history_row(entry, path) for entry in path.entries],
     }
+
+
+def instant_html(moment: datetime | None) -> str:
+    """A <time> to the millisecond, its date and clock apart so a cell may wrap."""
+    if moment is None:
+        return "-"
+    date, clock = history.instant(moment).split(" ")
+    return format_html(
+        '<time datetime="{}"><span class="date">{}</span> '
+        '<span class="clock">{}</span></time>',
+        moment.isoformat(),
+        date,
+        clock,
+    )
 
 
 def _step_row(step: SagaStep, path: SagaPath) -> StepRow:

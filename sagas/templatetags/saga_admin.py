@@ -1,26 +1,16 @@
 """Template filters of the saga admin's pages: times to the millisecond, in UTC."""
 
 from django import template
-from django.utils.html import format_html
 
 from sagas import history
+from sagas.admin.page import instant_html
 
 register = template.Library()
 
 
 @register.filter
 def instant(moment) -> str:
-    """A <time> to the millisecond, its date and clock apart so a cell may wrap."""
-    if moment is None:
-        return "-"
-    date, clock = history.instant(moment).split(" ")
-    return format_html(
-        '<time datetime="{}"><span class="date">{}</span> '
-        '<span class="clock">{}</span></time>',
-        moment.isoformat(),
-        date,
-        clock,
-    )
+    return instant_html(moment)
 
 
 @register.filter

@@ -255,12 +255,13 @@ def test_the_list_shows_each_sagas_mode_and_duration(admin_client):
 
     row = html[html.index(f">{quick.pk}</a>") :]
     row = row[: row.index("</tr>")]
-    assert '<td class="field-mode">try-confirm-cancel</td>' in row
+    assert '<td class="field-mode_code">tcc</td>' in row
     took = history.duration(quick.finished_at - quick.created_at)
     assert f'<td class="field-duration">{took}</td>' in row
-    assert f"{history.instant(quick.created_at)}</td>" in row  # to the ms
-    # Sorted by duration, longest first: column 8 past the checkbox.
-    assert _listed_in_order(admin_client.get(SAGAS, {"o": "-8"}))[:1] == [slow.pk]
+    clock = history.instant(quick.created_at).split()[1]  # to the ms
+    assert f'<span class="clock">{clock}</span></time></td>' in row
+    # Sorted by duration, longest first: column 7 past the checkbox.
+    assert _listed_in_order(admin_client.get(SAGAS, {"o": "-7"}))[:1] == [slow.pk]
     assert "1 min 23 s" in admin_client.get(SAGAS).content.decode()
 
 

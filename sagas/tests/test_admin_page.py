@@ -128,9 +128,10 @@ def test_a_completed_saga_shows_each_step_to_the_millisecond_with_its_duration(
     html = _page(admin_client, saga)
 
     assert "All times are UTC, to the millisecond." in html
-    timing = html[html.index("Timing (UTC)") :]
-    assert f"{history.instant(saga.created_at)}</div>" in timing
-    assert f"{history.instant(saga.finished_at)}</div>" in timing
+    timing = html[html.index("Timing (UTC)") : html.index('id="saga-timeline"')]
+    for moment in (saga.created_at, saga.finished_at):
+        assert f'<time datetime="{moment.isoformat()}">' in timing
+        assert history.instant(moment).split()[1] in timing  # to the ms
     drawing = _timeline(html)
     for step in saga.steps.order_by("index"):
         row = _step_row(html, step.index)
