@@ -1,20 +1,20 @@
-"""A saga's path, read back from its records: its history and its timeline's lanes.
-
-Nothing is written for this page. A step row holds the start and end of the attempt
-that succeeded (or the end of the last one that failed), when its compensation ended,
-its attempts and errors; the audit trail (SagaEvent) holds what went off the happy
-path (a retry scheduled, the undoing begun, a recovery, an operator); the saga row its
-creation and end. Where a start was never recorded (a failed attempt's, a
-compensation's), the time its work was sent stands in, marked inexact: the work began
-at or after it, so a duration from it is an upper bound.
-"""
+"""The path a saga took, read back from its step rows, its events and its
+definition: a lane per unit of work, each with its attempts."""
 
 import re
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from enum import StrEnum
+from datetime import datetime, timedelta
 
 from sagas.definitions import Mode, Phase
+from sagas.history.entries import history_entries
+from sagas.history.records import (
+    SAGA_LANE,
+    Attempt,
+    Lane,
+    Mark,
+    Outcome,
+    SagaPath,
+    Turn,
+)
 from sagas.models import (
     ACTIVE_STATUSES,
     Saga,
@@ -33,146 +33,12 @@ RETRY_WORDS = re.compile(
     r"attempt (\d+) failed \((.*)\); next attempt in ([0-9.]+)s", re.S
 )
 
-SAGA_LANE = "saga"
-
-
-class Outcome(StrEnum):
-    DONE = "done"  # the step's work succeeded
-    FAILED = "failed"
-    UNDONE = "undone"  # a compensation (or the end of an undone saga) done
-    RUNNING = "running"  # sent, and nothing heard of it yet
-
-
-class Happening(StrEnum):
-    """What a history entry says happened."""
-
-    CREATED = "created"
-    STARTED = "started"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    RETRYING = "failed, retry scheduled"
-    RESENT = "lost, sent again"
-    COMPENSATION_STARTED = "undoing began"
-    COMPENSATED = "compensated"
-    GAVE_UP = "saga FAILED"
-    ATTENTION = "needs attention"
-    OPERATOR_RETRY = "retried by an operator"
-    OPERATOR_CANCEL = "cancelled by an operator"
-    ENDED = "ended"
-
-
-EVENT_HAPPENINGS = {
-    SagaEventKind.RETRY_SCHEDULED: Happening.RETRYING,
-    SagaEventKind.RECOVERED: Happening.RESENT,
-    SagaEventKind.COMPENSATION_STARTED: Happening.COMPENSATION_STARTED,
-    SagaEventKind.FAILED: Happening.GAVE_UP,
-    SagaEventKind.ATTENTION: Happening.ATTENTION,
-    SagaEventKind.OPERATOR_RETRY: Happening.OPERATOR_RETRY,
-    SagaEventKind.OPERATOR_CANCEL: Happening.OPERATOR_CANCEL,
-}
 # Events after which the saga's next work is sent at once: the undoing, an operator.
 TURNS = (
     SagaEventKind.COMPENSATION_STARTED,
     SagaEventKind.OPERATOR_RETRY,
     SagaEventKind.OPERATOR_CANCEL,
 )
-
-
-@dataclass(frozen=True)
-class Attempt:
-    """One try of a unit: sent, perhaps started (if recorded), ended some way."""
-
-    sent: datetime | None
-    started: datetime | None  # None: not recorded
-    ended: datetime | None  # None: still in flight
-    outcome: Outcome
-    number: int = 0  # 1 for the first try; 0 when unknown
-    task_id: str = ""
-    detail: str = ""  # a failure's reason
-    event: SagaEvent | None = None  # the retry event that reported it
-
-    @property
-    def begun(self) -> datetime | None:
-        return self.started or self.sent
-
-    @property
-    def exact(self) -> bool:
-        return self.started is not None
-
-    @property
-    def duration(self) -> timedelta | None:
-        if self.ended is None or self.begun is None:
-            return None
-        return max(self.ended - self.begun, timedelta(0))
-
-
-@dataclass(frozen=True)
-class Mark:
-    """Something that happened at an instant, off the lanes' attempts."""
-
-    at: datetime
-    kind: str  # a SagaEventKind
-    detail: str
-    actor: str = "system"
-
-
-@dataclass
-class Lane:
-    """One row of the timeline: a step's work, its compensation, or the saga's end."""
-
-    key: str  # "s0", "u0", "end", "saga"
-    label: str
-    phase: Phase | None  # None: the saga itself
-    index: int | None = None
-    attempts: list[Attempt] = field(default_factory=list)
-    marks: list[Mark] = field(default_factory=list)
-
-    @property
-    def last(self) -> Attempt | None:
-        return self.attempts[-1] if self.attempts else None
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One line of the history."""
-
-    at: datetime
-    happening: Happening
-    unit: str  # the lane's label
-    detail: str = ""
-    actor: str = "system"
-    exact: bool = True  # False: a start not recorded, the time its work was sent
-    task_id: str = ""
-    kind: str = ""  # the event's kind, for an audit trail entry
-    rank: int = 2  # orders entries of one instant: ends, then events, then starts
-
-
-@dataclass(frozen=True)
-class Turn:
-    """A moment the saga changed course: the undoing began, it gave up, it ended."""
-
-    at: datetime
-    kind: str  # "undo", "failed", "completed", "compensated"
-    label: str
-
-
-@dataclass
-class SagaPath:
-    start: datetime
-    end: datetime
-    lanes: list[Lane]
-    entries: list[Entry]
-    turns: list[Turn]
-    active: bool
-
-    def action(self, index: int) -> Lane | None:
-        return self._lane(f"s{index}")
-
-    def undo(self, index: int) -> Lane | None:
-        return self._lane(f"u{index}")
-
-    def _lane(self, key: str) -> Lane | None:
-        return next((lane for lane in self.lanes if lane.key == key), None)
 
 
 def saga_path(
@@ -215,7 +81,7 @@ def saga_path(
         start=saga.created_at,
         end=max(last),
         lanes=[saga_lane, *lanes],
-        entries=_entries(saga, [saga_lane, *lanes]),
+        entries=history_entries(saga, [saga_lane, *lanes]),
         turns=_turns(saga, steps, events),
         active=active,
     )
@@ -448,106 +314,3 @@ def _label(definition, steps: list[SagaStep], index: int, phase: Phase) -> str:
         step = definition.steps[index]
         return f"{step.by}: undo {step.name}"
     return definition.task_name(index, phase).rsplit(".", 1)[1]
-
-
-# HISTORY -----------------------------------------------------------------------------
-
-ENDINGS = {
-    Outcome.DONE: Happening.SUCCEEDED,
-    Outcome.FAILED: Happening.FAILED,
-    Outcome.UNDONE: Happening.COMPENSATED,
-}
-
-
-def _entries(saga: Saga, lanes: list[Lane]) -> list[Entry]:
-    """Every lane's attempts and marks as history, oldest first."""
-    entries = [
-        Entry(saga.created_at, Happening.CREATED, SAGA_LANE, saga.name, rank=0),
-    ]
-    for lane in lanes:
-        for attempt in lane.attempts:
-            entries += _attempt_entries(lane, attempt)
-        for mark in lane.marks:
-            entries.append(
-                Entry(
-                    mark.at,
-                    EVENT_HAPPENINGS.get(mark.kind, Happening.ATTENTION),
-                    lane.label,
-                    mark.detail,
-                    mark.actor,
-                    kind=mark.kind,
-                )
-            )
-    if saga.finished_at:
-        entries.append(
-            Entry(saga.finished_at, Happening.ENDED, SAGA_LANE, saga.status, rank=4)
-        )
-    return sorted(entries, key=lambda entry: (entry.at, entry.rank))
-
-
-def _attempt_entries(lane: Lane, attempt: Attempt) -> list[Entry]:
-    entries = []
-    if attempt.begun is not None:
-        detail = f"attempt {attempt.number}" if attempt.number else ""
-        if not attempt.exact:
-            detail = f"{detail} (start not recorded: when its work was sent)".strip()
-        entries.append(
-            Entry(
-                attempt.begun,
-                Happening.STARTED,
-                lane.label,
-                detail,
-                exact=attempt.exact,
-                rank=3,
-            )
-        )
-    if attempt.ended is None:
-        return entries
-    event = attempt.event
-    if event is not None:
-        happening, detail, actor = Happening.RETRYING, event.detail, event.actor
-    elif lane.phase is Phase.END:
-        happening, detail, actor = Happening.SUCCEEDED, "", "system"
-    else:
-        happening, detail, actor = ENDINGS[attempt.outcome], attempt.detail, "system"
-    entries.append(
-        Entry(
-            attempt.ended,
-            happening,
-            lane.label,
-            detail,
-            actor,
-            task_id=attempt.task_id,
-            kind=event.kind if event is not None else "",
-            rank=1,
-        )
-    )
-    return entries
-
-
-# TEXT --------------------------------------------------------------------------------
-
-
-def instant(moment: datetime | None) -> str:
-    """A time in UTC to the millisecond: ``2026-12-01 18:56:03.120``."""
-    if moment is None:
-        return "-"
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
-
-
-def duration(delta: timedelta | None) -> str:
-    """A duration as an operator reads it: ``0.4 ms``, ``12 ms``, ``1.52 s``,
-    ``2 min 05 s``, ``1 h 02 min``."""
-    if delta is None:
-        return "-"
-    ms = delta.total_seconds() * 1000
-    if ms < 9.95:
-        return f"{ms:.1f} ms"
-    if ms < 999.5:
-        return f"{ms:.0f} ms"
-    if ms < 60_000:
-        return f"{ms / 1000:.3g} s" if ms < 10_000 else f"{ms / 1000:.1f} s"
-    seconds = round(ms / 1000)
-    if seconds < 3600:
-        return f"{seconds // 60} min {seconds % 60:02d} s"
-    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
