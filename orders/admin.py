@@ -4,7 +4,9 @@ from django.contrib import admin
 from django.urls import reverse
 from django.utils.html import format_html
 
+from orders import selectors
 from orders.models import Order, OrderLine, OutboxMessage, Shipment
+from sagas.admin.links import register_subject
 from sagas.outbox_admin import OutboxMessageAdmin, ReadOnlyAdminMixin, ReadOnlyInline
 
 
@@ -75,3 +77,18 @@ class ShipmentAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 
 admin.site.register(OutboxMessage, OutboxMessageAdmin)
+
+
+def _sagas_of_order(order_id: int) -> list[int]:
+    return selectors.order_saga_ids(order_id=order_id)
+
+
+# A purchase saga is about an order: its page links to the order's, and the saga
+# list finds it by the order's id.
+register_subject(
+    "purchase",
+    label="order",
+    context_key="order_id",
+    url_name="admin:orders_order_change",
+    sagas_of=_sagas_of_order,
+)

@@ -21,6 +21,12 @@ def order_by_key(*, customer_id: int, idempotency_key: str) -> Order | None:
     ).first()
 
 
+def order_saga_ids(*, order_id: int) -> list[int]:
+    """The id of the order's purchase saga, in a list: one, or none for no order."""
+    found = Order.objects.filter(pk=order_id, saga_id__isnull=False)
+    return list(found.values_list("saga_id", flat=True))
+
+
 def order_lock(*, order_id: int) -> Order:
     # On the hot path (a purchase's steps): hand-written SQL (shop.sql).
     order = sql.first(sql.select(Order, "id = %s", [order_id], tail="FOR UPDATE"))

@@ -2,7 +2,8 @@
 
 The graph is made from the definition itself, so a drawing cannot drift from what
 runs. Mermaid text goes in the README (GitHub draws it); the admin shows the SVG,
-made here without JavaScript or a CDN, coloured by a saga's step records.
+made here without JavaScript or a CDN, coloured by a saga's step records. A saga's
+timeline (sagas.timeline) is drawn with the same palette and document.
 
 Every mode is drawn on the same grid: the work goes down the left column, the undo
 work up the right one, from the failure that sets it off to the saga's end.
@@ -186,7 +187,7 @@ WIDTH, HEIGHT = 210, 36
 COLUMN_PITCH, ROW_PITCH = WIDTH + 150, HEIGHT + 34
 MARGIN = 12
 
-# (fill, stroke) by what the saga's records say of a box.
+# (fill, stroke) by what a saga's records say of a box (or, on its timeline, a bar).
 DONE, FAILED, ACTIVE, UNDONE, IDLE = (
     ("#e3f1e4", "#2e7d32"),
     ("#fbe3e3", "#ba2121"),
@@ -194,6 +195,23 @@ DONE, FAILED, ACTIVE, UNDONE, IDLE = (
     ("#ececec", "#666666"),
     ("#ffffff", "#999999"),
 )
+COMPENSATING = ("#fbeed9", "#c97a00")  # the undo path on a timeline
+
+
+def document(width: float, height: float, title: str, parts, **attributes) -> str:
+    """An SVG drawing of ``width`` x ``height`` units, titled (what a screen reader
+    says), made of ``parts``; ``attributes`` (escaped) go on its root element."""
+    extra = "".join(
+        f' {name.replace("_", "-")}="{escape(str(value))}"'
+        for name, value in attributes.items()
+    )
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" role="img" font-family="sans-serif" '
+        f'font-size="12"{extra}><title>{escape(title)}</title>'
+        + "".join(parts)
+        + "</svg>"
+    )
 
 
 def svg(definition, saga=None, steps=()) -> str:
@@ -205,17 +223,13 @@ def svg(definition, saga=None, steps=()) -> str:
     height = 2 * MARGIN + (rows - 1) * ROW_PITCH + HEIGHT
     by_index = {step.index: step for step in steps}
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" role="img" font-family="sans-serif" '
-        f'font-size="12"><title>{escape(g.title)}</title>',
         '<defs><marker id="tip" viewBox="0 0 10 10" refX="10" refY="5" '
         'markerWidth="7" markerHeight="7" orient="auto-start-reverse">'
         '<path d="M 0 0 L 10 5 L 0 10 z" fill="#666"/></marker></defs>',
     ]
     parts += [_svg_arrow(at[a.source], at[a.target], a) for a in g.arrows]
     parts += [_svg_box(box, _colours(box, saga, by_index)) for box in g.boxes]
-    parts.append("</svg>")
-    return "".join(parts)
+    return document(width, height, g.title, parts)
 
 
 def _corner(box: Box) -> tuple[int, int]:

@@ -3,7 +3,6 @@
 import contextlib
 import json
 import uuid
-from datetime import timedelta
 
 from django.contrib import admin
 from django.db.models import Q, QuerySet
@@ -22,10 +21,6 @@ def pretty_json(value: object) -> str:
 
 def truncated(text: str, chars: int = ERROR_CHARS) -> str:
     return Truncator(text).chars(chars) if text else "-"
-
-
-def seconds(delta: timedelta | None) -> str:
-    return f"{delta.total_seconds():.1f} s" if delta is not None else "-"
 
 
 class ReadOnlyAdminMixin:

@@ -1,4 +1,5 @@
-"""The admin site: Django's, with its login attempts throttled like the API's."""
+"""The admin site: Django's, with its login attempts throttled like the API's and
+the dashboards linked from its index."""
 
 from django.contrib import admin
 from django.http import HttpRequest, HttpResponse
@@ -7,6 +8,9 @@ from shop.throttling import AnonRateThrottle, LoginRateThrottle
 
 
 class ShopAdminSite(admin.AdminSite):
+    # Django's index, with a link to the saga dashboard above the apps.
+    index_template = "admin/shop/index.html"
+
     def login(self, request: HttpRequest, extra_context=None) -> HttpResponse:
         """Django's login view behind the API login's throttles: LOGIN_RATE_LIMIT per
         address and username, ANON_RATE_LIMIT per address, for each attempt (POST)."""

@@ -32,6 +32,11 @@ CSRF_TRUSTED_ORIGINS = env.list(
     "CSRF_TRUSTED_ORIGINS",
     default=[f"http://127.0.0.1:{_WEB_PORT}", f"http://localhost:{_WEB_PORT}"],
 )
+# Flower, where the admin's saga pages link each step's task (<FLOWER_URL>/task/<id>);
+# by default the one `make run` serves.
+FLOWER_URL = env(
+    "FLOWER_URL", default=f"http://127.0.0.1:{env('FLOWER_PORT', default='5555')}"
+)
 
 INSTALLED_APPS = [
     "shop.apps.ShopAdminConfig",  # django.contrib.admin, its login throttled

@@ -20,7 +20,7 @@ import payments.models
 from inventory.services import product_create
 from orders.services import order_place
 from payments.services import account_create, payment_method_create
-from sagas import lifecycle, registry
+from sagas import history, lifecycle, registry
 from sagas.definitions import Mode
 from sagas.models import (
     OutboxMessage,
@@ -29,6 +29,7 @@ from sagas.models import (
     SagaEventKind,
     SagaStatus,
 )
+from sagas.tests.factories import saga_made
 
 pytestmark = pytest.mark.django_db
 
@@ -103,9 +104,9 @@ def test_saga_pages_render_for_staff(admin_client, place):
     assert page.status_code == 200
     html = page.content.decode()
     steps = ["charge_payment", "reserve_stock", "create_shipment", "confirm_order"]
-    positions = [html.index(f"<p>{name}</p>") for name in steps]
-    assert positions == sorted(positions)  # the steps inline, in index order
-    assert "OPERATOR_CANCEL" in html  # the events inline
+    positions = [html.index(f'data-step="{name}"') for name in steps]
+    assert positions == sorted(positions)  # the steps table, in index order
+    assert 'data-kind="OPERATOR_CANCEL"' in html  # the history
     assert "&quot;order_id&quot;: " in html  # the context, indented JSON
     assert 'name="_save"' not in html
 
@@ -121,7 +122,9 @@ def test_saga_page_draws_its_definition_coloured_by_its_steps(
     page = admin_client.get(reverse("admin:sagas_saga_change", args=[saga.pk]))
 
     html = page.content.decode()
-    start = html.index('<svg xmlns="http://www.w3.org/2000/svg"')
+    start = html.index(
+        '<svg xmlns="http://www.w3.org/2000/svg"', html.index("field-diagram")
+    )
     drawing = html[start : html.index("</svg>", start)]
     assert f"<title>purchase ({mode})</title>" in drawing
     for name in definition.step_names:
@@ -165,13 +168,28 @@ def test_outbox_pages_render_read_only(admin_client, model):
     assert admin_client.post(change, {"topic": "Changed"}).status_code == 403
 
 
+def test_a_sagas_page_is_for_staff_who_may_view_sagas(client, place):
+    saga = place()
+    change = reverse("admin:sagas_saga_change", args=[saga.pk])
+    staff = get_user_model().objects.create_user("staff", is_staff=True)
+    client.force_login(staff)
+
+    assert client.get(change).status_code == 403
+    assert client.get(SAGAS).status_code == 403
+
+    staff.user_permissions.add(Permission.objects.get(codename="view_saga"))
+    client.force_login(get_user_model().objects.get(pk=staff.pk))
+    assert client.get(change).status_code == 200
+
+
 def test_non_staff_user_is_sent_to_the_login_page(client, customer):
     client.force_login(customer)
 
-    response = client.get(SAGAS)
+    for url in (SAGAS, reverse("admin:sagas_saga_change", args=[1])):
+        response = client.get(url)
 
-    assert response.status_code == 302
-    assert response.url.startswith(reverse("admin:login"))
+        assert response.status_code == 302
+        assert response.url.startswith(reverse("admin:login"))
 
 
 # FILTERS AND SEARCH ------------------------------------------------------------------
@@ -206,6 +224,50 @@ def test_search_by_id_or_idempotency_key(admin_client, place):
     key = first.idempotency_key
     assert _listed(admin_client.get(SAGAS, {"q": key})) == [first.pk]
     assert _listed(admin_client.get(SAGAS, {"q": "no-such-key"})) == []
+
+
+def test_search_by_order_id(admin_client, place):
+    lifecycle.saga_start(name="purchase", context={})  # no order: ids part ways
+    place()
+    saga = place()
+    order = orders.models.Order.objects.get(saga_id=saga.pk)
+    assert order.pk != saga.pk
+
+    for term in (f"order {order.pk}", f"order #{order.pk}", f"Order:{order.pk}"):
+        assert _listed(admin_client.get(SAGAS, {"q": term})) == [saga.pk], term
+    # A number alone: the saga of that id, and the saga of the order of that id.
+    same_id = Saga.objects.filter(pk=order.pk).values_list("pk", flat=True)
+    found = _listed(admin_client.get(SAGAS, {"q": str(order.pk)}))
+    assert found == sorted({saga.pk, *same_id})
+    assert _listed(admin_client.get(SAGAS, {"q": f"order-{order.pk}"})) == [saga.pk]
+    assert _listed(admin_client.get(SAGAS, {"q": "order 99999999"})) == []
+    assert _listed(admin_client.get(SAGAS, {"q": "order 9" * 30})) == []
+
+
+def test_the_list_shows_each_sagas_mode_and_duration(admin_client):
+    quick = saga_made("completed", mode=Mode.TCC)
+    slow = saga_made("completed")
+    Saga.objects.filter(pk=slow.pk).update(
+        finished_at=slow.created_at + timedelta(seconds=83)
+    )
+
+    html = admin_client.get(SAGAS).content.decode()
+
+    row = html[html.index(f">{quick.pk}</a>") :]
+    row = row[: row.index("</tr>")]
+    assert '<td class="field-mode_code">tcc</td>' in row
+    took = history.duration(quick.finished_at - quick.created_at)
+    assert f'<td class="field-duration">{took}</td>' in row
+    clock = history.instant(quick.created_at).split()[1]  # to the ms
+    assert f'<span class="clock">{clock}</span></time></td>' in row
+    # Sorted by duration, longest first: column 7 past the checkbox.
+    assert _listed_in_order(admin_client.get(SAGAS, {"o": "-7"}))[:1] == [slow.pk]
+    assert "1 min 23 s" in admin_client.get(SAGAS).content.decode()
+
+
+def _listed_in_order(response) -> list[int]:
+    assert response.status_code == 200
+    return [row.pk for row in response.context["cl"].result_list]
 
 
 def test_outbox_published_filter(admin_client, place):

@@ -27,6 +27,7 @@ class Snapshot:
     statements: dict[str, int] | None  # query text -> calls; None: not counted here
     broker: dict[str, int] | None  # Redis command -> calls; None: not Redis
     cpu: dict[str, float | None]  # CPU seconds so far, by process kind
+    wal: int  # bytes of WAL the server has written so far (every database)
 
 
 @dataclass
@@ -40,6 +41,7 @@ class Costs:
     transaction_control: float | None = None  # BEGIN/COMMIT/ROLLBACK
     task_messages: float | None = None  # messages put on a queue (LPUSH)
     event_messages: float | None = None  # pub/sub messages (events, remote control)
+    wal_kb: float | None = None  # WAL written, server-wide, as the peers measure it
     cpu_seconds: float | None = None  # every process of the run, servers included
     cpu_by_process: dict[str, float] = field(default_factory=dict)
     top_statements: list[dict] = field(default_factory=list)
@@ -74,8 +76,11 @@ def snapshot(*, count_statements: bool, fleet_cpu: dict[str, float]) -> Snapshot
                 "WHERE datname = current_database()) GROUP BY query"
             )
             statements = dict(cursor.fetchall())
-        cursor.execute("SELECT pg_backend_pid()")
-        backend = cursor.fetchone()[0]
+        cursor.execute(
+            "SELECT pg_backend_pid(), "
+            "pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint"
+        )
+        backend, wal = cursor.fetchone()
     if statements is not None:
         commits = _calls(statements, "COMMIT")
         rollbacks = _calls(statements, "ROLLBACK")
@@ -88,7 +93,7 @@ def snapshot(*, count_statements: bool, fleet_cpu: dict[str, float]) -> Snapshot
         "postgresql": _server_cpu(backend, "postgres", parent=True),
         "redis": _server_cpu(broker_pid, "redis"),
     }
-    return Snapshot(commits, rollbacks, statements, broker, cpu)
+    return Snapshot(commits, rollbacks, statements, broker, cpu, wal)
 
 
 def settled(snapshot: Snapshot) -> Snapshot:
@@ -112,6 +117,7 @@ def costs(
         sagas=sagas,
         commits=(after.commits - before.commits - own) / per,
         rollbacks=(after.rollbacks - before.rollbacks) / per,
+        wal_kb=round((after.wal - before.wal) / 1024 / per, 2),
     )
     if before.statements is not None and after.statements is not None:
         _statements(result, before.statements, after.statements, per)
