@@ -6,7 +6,7 @@ from django.db import migrations
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('sagas', '0006_engine_rows_without_constraints'),
+        ('sagas', '0007_saga_ended_at'),
     ]
 
     operations = [
