@@ -49,6 +49,8 @@ def test_a_step_refused_after_the_pivot_leaves_nothing_but_a_note_and_is_tried_a
     saga,
 ):
     confirm = handler("orders.confirm_order")
+    # As the steps before it left the saga: running, at its last step.
+    Saga.objects.filter(pk=saga.pk).update(status=SagaStatus.RUNNING, current_step=4)
 
     def refusing(context):
         raise BusinessError("the order desk is closed")
