@@ -1,12 +1,11 @@
 """Saga state in PostgreSQL: sagas, steps, their audit trail, barriers, probes, and
-the engine's outbox and inbox."""
+the engine's outbox."""
 
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
 from sagas.definitions import Mode
-from sagas.messaging.inbox import AbstractInboxMessage
 from sagas.messaging.outbox import AbstractOutboxMessage
 from shop.states import transition
 
@@ -216,10 +215,6 @@ class SagaEvent(models.Model):
 class OutboxMessage(AbstractOutboxMessage):
     """The engine's own events: each one, once published, sends a saga's next chain
     (or, for a choreographed saga, announces a step the recovery sweep timed out)."""
-
-
-class InboxMessage(AbstractInboxMessage):
-    """What the saga tracker has received of the choreographed sagas' events."""
 
 
 class BarrierOp(models.TextChoices):

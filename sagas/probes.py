@@ -36,7 +36,7 @@ ARRIVALS_KEPT = 3600.0
 
 def saga_queues() -> list[str]:
     """Every queue a saga's work travels on: its step tasks' and their failures',
-    and every subscriber's (the apps' reactions, the tracker)."""
+    and every subscriber's (the apps' reactions)."""
     queues = {unit.task.queue for unit in registry.units()}
     queues.add(current_app.tasks["sagas.record_failure"].queue)
     queues |= {s.queue for s in subscriptions.all_subscriptions()}

@@ -3,7 +3,8 @@
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
-from django.db.models import Prefetch, Q, QuerySet, Value
+from django.db import connection
+from django.db.models import Prefetch, Q, QuerySet
 
 from sagas.messaging.outbox import AbstractOutboxMessage, outbox_models
 from sagas.models import (
@@ -80,19 +81,6 @@ def saga_last_dispatch(*, saga_id: int) -> OutboxMessage | None:
     )
 
 
-def saga_share_lock(*, saga_id: int | None) -> Saga | None:
-    """A saga's row, share-locked: reactions of one saga run side by side, but the
-    recovery sweep (FOR UPDATE SKIP LOCKED) passes over a saga while one runs, so
-    it never takes work in progress for lost; the tracker waits for it."""
-    if saga_id is None:
-        return None
-    table = Saga._meta.db_table
-    found = Saga.objects.raw(
-        f"SELECT * FROM {table} WHERE id = %s FOR SHARE", [saga_id]
-    )
-    return next(iter(found), None)
-
-
 def saga_events(*, saga_id: int, topics=None) -> list[AbstractOutboxMessage]:
     """A saga's events of ``topics`` (None: all), in every app's outbox, oldest
     first."""
@@ -139,6 +127,14 @@ def sagas_needing_attention_q() -> Q:
     )
 
 
+# A row the relay is to publish now. The relay's statements are hand-written SQL
+# (shop.sql): in a choreographed saga it claims and marks a row for every event.
+_DUE = (
+    "published_at IS NULL AND dead_at IS NULL "
+    "AND (next_attempt_at IS NULL OR next_attempt_at <= %s)"
+)
+
+
 def outbox_claim(
     *,
     model: type[AbstractOutboxMessage],
@@ -151,29 +147,27 @@ def outbox_claim(
     Rows are picked by "not yet published", never by a last-seen id: ids are allocated
     at insert and commit out of order, so a watermark would skip a late committer.
     """
-    rows = model.objects.filter(published_at__isnull=True, dead_at__isnull=True).filter(
-        Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
-    )
+    where, params = _DUE, [now]
     if min_age is not None:
-        rows = rows.filter(created_at__lte=now - min_age)
-    return list(rows.order_by("pk").select_for_update(skip_locked=True)[:limit])
+        where, params = f"{where} AND created_at <= %s", [now, now - min_age]
+    tail = "ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED"
+    return sql.select(model, where, [*params, limit], tail=tail)
 
 
 def outboxes_due(
     *, models: list[type[AbstractOutboxMessage]], now: datetime
 ) -> list[type[AbstractOutboxMessage]]:
-    """Those of ``models`` that have a row due for publishing, in one query."""
-    due = [
-        model.objects.filter(published_at__isnull=True, dead_at__isnull=True)
-        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
-        .annotate(outbox=Value(n))
-        .values("outbox")[:1]
-        for n, model in enumerate(models)
-    ]
-    if not due:
+    """Those of ``models`` that have a row due for publishing, in one query (served
+    by each outbox's partial index of pending rows)."""
+    if not models:
         return []
-    found = due[0].union(*due[1:], all=True) if len(due) > 1 else due[0]
-    return [models[row["outbox"]] for row in found]
+    query = " UNION ALL ".join(
+        f"(SELECT {n} FROM {sql.table_of(model)} WHERE {_DUE} LIMIT 1)"
+        for n, model in enumerate(models)
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(query, [now] * len(models))
+        return [models[n] for (n,) in cursor.fetchall()]
 
 
 def outbox_pending_count(*, model: type[AbstractOutboxMessage]) -> int:

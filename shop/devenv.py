@@ -88,7 +88,7 @@ def _check_ports_free() -> None:
                 raise DevenvError(f"port {address[1]} {why}; set {variable}") from exc
 
 
-# The queues a worker serves: saga steps and the tracker, upkeep, and each app's
+# The queues a worker serves: saga steps, upkeep, and each app's
 # reactions in choreographed sagas.
 WORKER_QUEUES = "sagas,maintenance,orders,payments,inventory"
 

@@ -1,4 +1,5 @@
-"""Choreographed sagas: apps react to each other's events, the tracker follows.
+"""Choreographed sagas: apps react to each other's events, and each reaction records
+its outcome on the saga as it commits (the tracker).
 
 An app declares what it does on which event in its ``handlers.py``::
 

@@ -2,8 +2,9 @@
 
 An app declares its reactions in ``<app>/handlers.py`` with ``reacts_to``. Each runs
 in one transaction with the app's inbox row (a second copy of the message does
-nothing) and the step's barrier (sagas.barriers), and writes its outcome event to
-the app's outbox in that same transaction:
+nothing) and the step's barrier (sagas.barriers), writes its outcome event to the
+app's outbox in that same transaction, and records what the event means for its
+saga's records (sagas.choreography.tracker) under the saga's row lock:
 
     act   the step's work; a BusinessError becomes the step's failure event, and if
           the work wrote no success event, the step's success event is written
@@ -21,13 +22,15 @@ from dataclasses import dataclass
 
 from django.apps import apps
 from django.db import transaction
+from django.utils import timezone
 
 from sagas import barriers, bookkeeping, registry, selectors
+from sagas.choreography import tracker
 from sagas.definitions import Mode
 from sagas.definitions.choreography import END, Choreography, Role
 from sagas.exceptions import BusinessError
 from sagas.failures import PUBLIC_REASONS, FailureKind
-from sagas.messaging.correlation import collecting, correlated
+from sagas.messaging.correlation import Emitted, collecting, correlated
 from sagas.messaging.inbox import inbox_accept
 from sagas.messaging.outbox import outbox_emit
 from sagas.models import ENDED_STATUSES, BarrierOp, Saga
@@ -97,13 +100,17 @@ class RefusedAfterPivot(Exception):
 
 
 def _react(handler: Handler, definition, app, headers: dict, message: dict) -> None:
+    started = timezone.now()
     accepted = inbox_accept(
         app.get_model("InboxMessage"),
         consumer=handler.name,
         message_id=message["message_id"],
         topic=message["topic"],
     )
-    saga = selectors.saga_share_lock(saga_id=headers.get("saga_id"))
+    # Locked for update: the reaction records its outcome on the saga. The recovery
+    # sweep (FOR UPDATE SKIP LOCKED) passes over a saga while one of its reactions
+    # runs, so it never takes work in progress for lost.
+    saga = selectors.saga_lock(saga_id=headers.get("saga_id"))
     if not accepted or saga is None or saga.status in ENDED_STATUSES:
         # A copy of a message already handled, of no saga of ours, or one that
         # came after its saga ended (and maybe after its barriers were cleaned):
@@ -120,6 +127,16 @@ def _react(handler: Handler, definition, app, headers: dict, message: dict) -> N
         collecting() as reaction.emitted,
     ):
         ROLES[handler.role](reaction)
+    if reaction.emitted:
+        steps = selectors.saga_steps(saga=saga)
+        tracker.saga_track(
+            saga,
+            steps,
+            definition,
+            reaction.emitted,
+            at=timezone.now(),
+            started=started,
+        )
 
 
 @dataclass
@@ -129,7 +146,7 @@ class _Reaction:
     saga: Saga
     message: dict
     app: object
-    emitted: list[str] | None = None
+    emitted: list[Emitted] | None = None
 
     @property
     def context(self) -> dict:
@@ -144,7 +161,7 @@ class _Reaction:
 
     def announce(self, topic: str, **payload) -> None:
         """Write ``topic`` to the app's outbox, unless the work already did."""
-        if topic in self.emitted:
+        if any(event.topic == topic for event in self.emitted):
             return
         outbox_emit(
             self.app.get_model("OutboxMessage"),
@@ -158,10 +175,12 @@ def _act(reaction: _Reaction) -> None:
     step = reaction.step
     if reaction.passage(step.name, BarrierOp.TRY) is not barriers.Passage.DUE:
         return  # done before, or fenced: it timed out or was cancelled first
+    written = len(reaction.emitted)
     try:
         with transaction.atomic():  # a refusal undoes whatever the work wrote
             reaction.handler.function(reaction.context)
     except BusinessError as refusal:
+        del reaction.emitted[written:]  # rolled back with the work: never happened
         reason = str(refusal)[:2000]
         if step.fails is None:  # after the pivot there is no going back
             raise RefusedAfterPivot(

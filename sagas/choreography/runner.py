@@ -1,6 +1,7 @@
 """The engine's part in a choreographed saga: nothing while it goes well.
 
-The apps react to each other's events, and the tracker follows. The engine steps in
+The apps react to each other's events, each recording its outcome on the saga in its
+own transaction (sagas.choreography.tracker). The engine steps in
 only when an event it waits for never comes (the recovery sweep), or an operator
 acts: it sends the events that set off the pending work again, and when a step's
 work before the pivot keeps getting lost, or an operator cancels, it fences that
@@ -15,14 +16,13 @@ from django.utils import timezone
 
 from sagas import barriers, bookkeeping, registry, selectors
 from sagas.bookkeeping import log, save
-from sagas.choreography.tracker import expect_next, pending
-from sagas.definitions.choreography import END, Choreography
+from sagas.choreography.tracker import expect_next, pending, saga_track
+from sagas.definitions.choreography import Choreography
 from sagas.exceptions import ActionNotAllowed
 from sagas.failures import PUBLIC_REASONS, FailureKind
-from sagas.messaging.correlation import correlated
+from sagas.messaging.correlation import collecting, correlated
 from sagas.messaging.outbox import outbox_emit, outbox_republish
 from sagas.models import (
-    BarrierOp,
     OutboxMessage,
     Saga,
     SagaEventKind,
@@ -52,10 +52,9 @@ def saga_recover(saga: Saga, now: datetime, consumed) -> None:
     unit = pending(saga, steps, definition)
     if unit is None:
         return
-    # Any of the saga's events may be what is still on its way: the trigger of the
-    # pending work, or an outcome the tracker has not read yet (the work done, its
-    # report queued behind a backlog). Lost means the queues were consumed past the
-    # last of them.
+    # The pending work's trigger, or any event of the saga sent after it, may still
+    # be on its way. Lost means the queues were consumed past the last of them. (An
+    # outcome is never lost on its own: it commits with the records it moves.)
     events = selectors.saga_events(saga_id=saga.pk)
     if any(row.published_at is None and row.dead_at is None for row in events):
         saga.deadline_at = now + timedelta(seconds=settings.SAGA_RECOVERY_GRACE)
@@ -76,7 +75,7 @@ def saga_recover(saga: Saga, now: datetime, consumed) -> None:
     expect_next(saga, steps, definition, at=now)
     save(saga, "recoveries", "sent_at", "deadline_at")
     triggers = set(_triggers(definition, unit))
-    resent = _resend(saga, definition, unit, [e for e in events if e.topic in triggers])
+    resent = _resend([e for e in events if e.topic in triggers])
     log(
         saga,
         SagaEventKind.RECOVERED,
@@ -97,32 +96,11 @@ def _triggers(definition: Choreography, unit) -> tuple[str, ...]:
     return definition.end_triggers()
 
 
-def _resend(saga: Saga, definition: Choreography, unit, rows) -> list[str]:
-    """Publish the pending work's trigger again; if the work already ran, its
-    outcome instead (that is what got lost). Consumers that had it drop the copy."""
-    outcome = _outcome_of(saga, definition, unit)
-    if outcome:
-        rows = selectors.saga_events(saga_id=saga.pk, topics=outcome) or rows
+def _resend(rows) -> list[str]:
+    """Publish the pending work's trigger again: the work never ran, or its outcome
+    and records would have moved the saga on. Consumers that had it drop the copy."""
     outbox_republish(rows)
     return sorted({row.topic for row in rows})
-
-
-def _outcome_of(saga: Saga, definition: Choreography, unit) -> tuple[str, ...]:
-    """The events that announce the pending work done, if its barrier says it is."""
-    kind, index = unit
-    if kind == "end":
-        done = barriers.barrier_passed(saga_id=saga.pk, branch=END, op=BarrierOp.TRY)
-        return (definition.ends_undone_with,) if done else ()
-    step = definition.steps[index]
-    if kind == "undo":
-        done = barriers.barrier_passed(
-            saga_id=saga.pk, branch=step.name, op=BarrierOp.CANCEL
-        )
-        return (step.undone,) if done else ()
-    # Ran, or fenced (timed out, cancelled): its success or its failure is out.
-    if barriers.barrier_passed(saga_id=saga.pk, branch=step.name, op=BarrierOp.TRY):
-        return tuple(t for t in (step.succeeds, step.fails) if t)
-    return ()
 
 
 def _give_up(saga: Saga, steps, definition: Choreography, unit, now) -> None:
@@ -137,24 +115,31 @@ def _give_up(saga: Saga, steps, definition: Choreography, unit, now) -> None:
         # undoing. Publishing it is new work, with a budget of its own; the next
         # sweeps wait for the queues to pass it, and send it again if it is lost.
         reason = f"{step.name}: its work was lost {saga.recoveries + 1} times"
-        _publish_failure(saga, step, reason, PUBLIC_REASONS[FailureKind.TIMEOUT])
         saga.recoveries = 0
-        expect_next(saga, steps, definition, at=now)
-        save(saga, "recoveries", "sent_at", "deadline_at")
+        _publish_failure(
+            saga, steps, definition, step, reason, PUBLIC_REASONS[FailureKind.TIMEOUT]
+        )
         return
     why = f"{_describe(definition, unit)}: still lost after {saga.recoveries} resends"
     bookkeeping.fail(saga, why)
 
 
-def _publish_failure(saga: Saga, step, reason: str, public: str) -> None:
-    """The step's failure event, from the engine: the apps undo what they did."""
-    with correlated(saga_id=saga.pk, mode=saga.mode, step=step.name, reason=public):
+def _publish_failure(
+    saga: Saga, steps, definition: Choreography, step, reason: str, public: str
+) -> None:
+    """The step's failure event, from the engine: the apps undo what they did. The
+    caller holds the saga's row lock: the saga's records move with the event."""
+    with (
+        correlated(saga_id=saga.pk, mode=saga.mode, step=step.name, reason=public),
+        collecting() as emitted,
+    ):
         outbox_emit(
             OutboxMessage,
             topic=step.fails,
             aggregate_id=saga.pk,
             payload={"reason": public, "by": "engine", "detail": reason[:2000]},
         )
+    saga_track(saga, steps, definition, emitted, at=timezone.now())
 
 
 # OPERATOR ACTIONS --------------------------------------------------------------------
@@ -169,7 +154,7 @@ def saga_retry_locked(saga: Saga, definition: Choreography, steps) -> str:
     expect_next(saga, steps, definition, at=None)
     save(saga, "status", "recoveries", "attention", "sent_at", "deadline_at")
     rows = selectors.saga_events(saga_id=saga.pk, topics=_triggers(definition, unit))
-    resent = _resend(saga, definition, unit, rows)
+    resent = _resend(rows)
     return f" ({', '.join(resent) or 'nothing'} sent again)"
 
 
@@ -182,7 +167,9 @@ def saga_cancel_locked(saga: Saga, definition: Choreography, steps, failure) -> 
         if steps[index].status == StepStatus.SUCCEEDED:
             continue
         if barriers.barrier_fence(saga_id=saga.pk, branch=step.name, reason="cancel"):
-            _publish_failure(saga, step, failure.reason, failure.public)
+            _publish_failure(
+                saga, steps, definition, step, failure.reason, failure.public
+            )
             return
     raise ActionNotAllowed("the saga has passed its pivot and can only go forward")
 

@@ -1,18 +1,15 @@
 """Celery entry points of choreographed sagas: one task per app reaction, on the
-app's own queue, and the saga tracker's, all subscribed to the saga's events."""
+app's own queue, subscribed to the saga's events."""
 
 from celery import Task, shared_task
 from django.conf import settings
 
 from sagas import registry
-from sagas.choreography import handlers, tracker
+from sagas.choreography import handlers
 from sagas.definitions import Mode
 from sagas.definitions.base import HARD_LIMIT_SLACK
 from sagas.definitions.choreography import END, Choreography
 from sagas.messaging.subscriptions import Subscription, subscribe
-
-TRACKER_TASK = "sagas.track"
-TRACKER_QUEUE = "sagas"
 
 
 class ReactionTask(Task):
@@ -33,17 +30,7 @@ class ReactionTask(Task):
 
 @registry.compiler(Mode.CHOREOGRAPHY)
 def reaction_tasks(definition: Choreography) -> list[registry.Unit]:
-    """Subscribe the tracker and every app reaction declared for the saga."""
-    for topic in sorted(definition.topics()):
-        subscribe(
-            Subscription(
-                consumer=tracker.TRACKER,
-                topic=topic,
-                task_name=TRACKER_TASK,
-                queue=TRACKER_QUEUE,
-                mode=Mode.CHOREOGRAPHY,
-            )
-        )
+    """Subscribe every app reaction declared for the saga."""
     for handler in handlers.declared(saga=definition.name):
         reaction_task(handler, timeout=_timeout(definition, handler.step))
         for topic in handler.topics:
@@ -82,9 +69,3 @@ def reaction_task(handler: handlers.Handler, *, timeout: float) -> Task:
         soft_time_limit=timeout,
         time_limit=timeout + HARD_LIMIT_SLACK,
     )
-
-
-@shared_task(name=TRACKER_TASK, base=ReactionTask, queue=TRACKER_QUEUE)
-def track(message: dict) -> None:
-    """Follow one event of a choreographed saga into its records."""
-    tracker.saga_track(message)

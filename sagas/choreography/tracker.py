@@ -2,25 +2,23 @@
 records, so it reads step by step like an orchestrated one, and the recovery sweep
 can tell when its next event is overdue.
 
-It is one more subscriber of the saga's events, with an inbox of its own. Events of
-one saga may reach it out of order (a failure before the success before it, an
-undone event before the failure that caused it): each moves a record only forward,
-so they end in the same place in any order.
+Each event is tracked in the transaction that writes it, under the saga's row lock:
+the reaction that did a step's work records what its outcome event means (this step
+done, the next one under way) as it commits that work, and so does the recovery
+sweep for the failure it publishes. A saga's records therefore never lag behind its
+events, and tracking costs no message and no transaction of its own.
 """
 
 from datetime import datetime
 
 from django.conf import settings
-from django.db import transaction
 
-from sagas import bookkeeping, registry, selectors
-from sagas.bookkeeping import log, save
-from sagas.definitions import Mode
+from sagas import bookkeeping
+from sagas.bookkeeping import log
 from sagas.definitions.choreography import Choreography, Meaning
-from sagas.messaging.inbox import inbox_accept
+from sagas.messaging.correlation import Emitted
 from sagas.models import (
     ENDED_STATUSES,
-    InboxMessage,
     Saga,
     SagaEventKind,
     SagaStatus,
@@ -29,94 +27,105 @@ from sagas.models import (
 )
 from shop.states import InvalidTransition
 
-TRACKER = "tracker"
+# What tracking may change on the saga row.
+_SAGA_FIELDS = (
+    "status",
+    "current_step",
+    "error",
+    "reason",
+    "finished_at",
+    "sent_at",
+    "deadline_at",
+    "recoveries",
+    "attention",
+)
 
 
-def saga_track(message: dict) -> None:
-    """Move a choreographed saga's records on by one of its events."""
-    headers = message.get("headers", {})
-    with transaction.atomic(durable=True):
-        if not inbox_accept(
-            InboxMessage,
-            consumer=TRACKER,
-            message_id=message["message_id"],
-            topic=message["topic"],
-        ):
-            return
-        saga = selectors.saga_lock(saga_id=headers.get("saga_id"))
-        if saga is None or saga.mode != Mode.CHOREOGRAPHY:
-            return
-        definition = registry.definition_of(saga)
-        steps = selectors.saga_steps(saga=saga)
-        event = _Event(message, datetime.fromisoformat(message["created_at"]))
-        for index, meaning in definition.meanings(message["topic"]):
-            TRACK[meaning](saga, steps, definition, index, event)
-        expect_next(saga, steps, definition, at=event.at)
-        save(
-            saga,
-            "status",
-            "current_step",
-            "error",
-            "reason",
-            "finished_at",
-            "sent_at",
-            "deadline_at",
-            "recoveries",
-            "attention",
-        )
+def saga_track(
+    saga: Saga,
+    steps: list[SagaStep],
+    definition: Choreography,
+    events: list[Emitted],
+    *,
+    at: datetime,
+    started: datetime | None = None,
+) -> None:
+    """Move a choreographed saga's records on by ``events``, written at ``at`` in the
+    caller's transaction, which holds the saga's row lock; a reaction that began at
+    ``started`` wrote them. Everything that moved is saved in one statement."""
+    moved: dict[int, set[str]] = {}
+    for event in events:
+        for index, meaning in definition.meanings(event.topic):
+            change = _Change(event, at, started)
+            if fields := TRACK[meaning](saga, steps, definition, index, change):
+                moved.setdefault(index, set()).update(fields)
+    expect_next(saga, steps, definition, at=at)
+    bookkeeping.save_together(
+        *((steps[index], tuple(sorted(fields))) for index, fields in moved.items()),
+        (saga, _SAGA_FIELDS),
+    )
 
 
-class _Event:
-    def __init__(self, message: dict, at: datetime) -> None:
-        self.topic = message["topic"]
-        self.payload = message.get("payload", {})
-        self.reason = message.get("headers", {}).get("reason", "")
+class _Change:
+    def __init__(self, event: Emitted, at: datetime, started: datetime | None):
+        self.topic = event.topic
+        self.payload = event.payload
+        self.reason = event.payload.get("reason") or event.headers.get("reason", "")
         self.at = at
+        self.started = started or at
 
 
-def _starts(saga, steps, definition, index, event) -> None:
+def _starts(saga, steps, definition, index, change):
     if saga.status not in (SagaStatus.PENDING, SagaStatus.RUNNING):
-        return  # being undone: a late trigger starts nothing
-    step = steps[index]
-    if step.status == StepStatus.PENDING:
-        step.move_to(StepStatus.RUNNING)
-        step.started_at = step.started_at or event.at
-        step.save(update_fields=["status", "started_at"])
+        return None  # being undone: a late trigger starts nothing
     saga.current_step = max(saga.current_step, index)
     _saga_to(saga, SagaStatus.RUNNING)
-
-
-def _succeeds(saga, steps, definition, index, event) -> None:
     step = steps[index]
+    if step.status != StepStatus.PENDING:
+        return None
+    step.move_to(StepStatus.RUNNING)  # sent: its reaction will say when it began
+    return ("status",)
+
+
+def _succeeds(saga, steps, definition, index, change):
+    step = steps[index]
+    fields = None
     if step.status in (StepStatus.PENDING, StepStatus.RUNNING):
         step.move_to(StepStatus.SUCCEEDED)
-        step.attempts = max(step.attempts, 1)
-        step.started_at = step.started_at or event.at
-        step.finished_at = event.at
-        step.save(update_fields=["status", "attempts", "started_at", "finished_at"])
+        step.attempts += 1
+        step.started_at, step.finished_at = change.started, change.at
+        fields = ("status", "attempts", "started_at", "finished_at")
         _moved_on(saga)
     if index == len(steps) - 1 and saga.status in (
         SagaStatus.PENDING,
         SagaStatus.RUNNING,
     ):
         _saga_to(saga, SagaStatus.COMPLETED)
-        saga.finished_at = event.at
+        saga.finished_at = change.at
+    return fields
 
 
-def _fails(saga, steps, definition, index, event) -> None:
+def _fails(saga, steps, definition, index, change):
     step = steps[index]
-    reason = event.payload.get("reason") or event.reason
+    fields = None
     if step.status in (StepStatus.PENDING, StepStatus.RUNNING):
         step.move_to(StepStatus.FAILED)
         step.attempts += 1
-        step.error, step.finished_at = f"{event.topic}: {reason}"[:2000], event.at
-        step.save(update_fields=["status", "attempts", "error", "finished_at"])
+        step.error = f"{change.topic}: {change.reason}"[:2000]
+        step.finished_at = change.at
+        fields = ("status", "attempts", "error", "finished_at")
+        if change.payload.get("by") != "engine":  # its reaction ran and refused
+            step.started_at = change.started
+            fields += ("started_at",)
     if saga.status in (SagaStatus.PENDING, SagaStatus.RUNNING):
         _saga_to(saga, SagaStatus.COMPENSATING)
-        saga.error = f"{definition.name}.{step.name}: {event.topic}: {reason}"[:2000]
-        saga.reason = reason[:2000]
+        saga.error = f"{definition.name}.{step.name}: {change.topic}: {change.reason}"[
+            :2000
+        ]
+        saga.reason = change.reason[:2000]
         _moved_on(saga)
         log(saga, SagaEventKind.COMPENSATION_STARTED, step.name, saga.error)
+    return fields
 
 
 def _moved_on(saga) -> None:
@@ -124,27 +133,29 @@ def _moved_on(saga) -> None:
     saga.recoveries, saga.attention = 0, ""
 
 
-def _undone(saga, steps, definition, index, event) -> None:
+def _undone(saga, steps, definition, index, change):
     step = steps[index]
-    if event.payload.get("nothing"):
-        return  # its work never ran: there was nothing to undo
+    if change.payload.get("nothing"):
+        return None  # its work never ran: there was nothing to undo
+    fields = None
     if step.status in (StepStatus.PENDING, StepStatus.RUNNING):
         step.move_to(StepStatus.SUCCEEDED)  # undone proves it was done
     if step.status == StepStatus.SUCCEEDED:
         step.move_to(StepStatus.COMPENSATED)
         step.compensation_attempts += 1
-        step.compensated_at = event.at
-        step.save(update_fields=["status", "compensation_attempts", "compensated_at"])
+        step.compensated_at = change.at
+        fields = ("status", "compensation_attempts", "compensated_at")
         _moved_on(saga)
     if saga.status in (SagaStatus.PENDING, SagaStatus.RUNNING):
         _saga_to(saga, SagaStatus.COMPENSATING)
+    return fields
 
 
-def _ends_undone(saga, steps, definition, index, event) -> None:
-    if saga.status in ENDED_STATUSES:
-        return
-    _saga_to(saga, SagaStatus.COMPENSATED)
-    saga.finished_at = event.at
+def _ends_undone(saga, steps, definition, index, change):
+    if saga.status not in ENDED_STATUSES:
+        _saga_to(saga, SagaStatus.COMPENSATED)
+        saga.finished_at = change.at
+    return None
 
 
 TRACK = {

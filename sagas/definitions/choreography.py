@@ -15,7 +15,8 @@
     )
 
 Nobody runs it: the apps' handlers (``<app>/handlers.py``) react to the events, and
-the saga tracker follows them into the saga's records. A step's success event sets off
+each reaction records what its events mean in the saga's records (the tracker) as it
+commits. A step's success event sets off
 the next step. A failure event makes the apps upstream undo their own work, newest
 first: the step before the failed one undoes on the failure, each one before it on
 the undone event of the one after, and the app that ends the saga cancels it on the

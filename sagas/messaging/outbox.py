@@ -86,7 +86,7 @@ def outbox_emit(
     when nobody subscribes to it and it is not kept (OUTBOX_KEEP_UNSUBSCRIBED).
     """
     headers = {**current(), **(headers or {})}
-    note_emitted(topic)
+    note_emitted(topic, payload, headers)
     wanted = subscriptions.wanted(topic, headers)
     if not wanted and not settings.OUTBOX_KEEP_UNSUBSCRIBED:
         return None

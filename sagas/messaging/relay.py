@@ -22,8 +22,7 @@ from datetime import timedelta
 import psycopg2
 from celery import current_app
 from django.conf import settings
-from django.db import close_old_connections, connections, transaction
-from django.db.models import F
+from django.db import close_old_connections, connection, connections, transaction
 from django.utils import timezone
 
 from sagas import selectors
@@ -34,6 +33,7 @@ from sagas.messaging.outbox import (
     AbstractOutboxMessage,
     outbox_models,
 )
+from shop import sql
 from shop.connections import close_dead_connections
 
 logger = logging.getLogger(__name__)
@@ -150,10 +150,13 @@ def _publish_options() -> dict:
 
 
 def _mark_published(model, pks: list[int], now) -> list[int]:
-    if pks:
-        model.objects.filter(pk__in=pks).update(
-            published_at=now, attempts=F("attempts") + 1
-        )
+    if pks:  # one statement per batch, written by hand as the claim is
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {sql.table_of(model)} SET published_at = %s, "
+                "attempts = attempts + 1 WHERE id = ANY(%s)",
+                [now, pks],
+            )
     return pks
 
 

@@ -4,12 +4,12 @@ Two kinds of taker, both looked up by topic:
 
 - a *route* turns an engine event into the broker messages that do its work (a
   dispatch of an orchestrated saga becomes its Celery chain);
-- a *subscription* delivers an app's event to a consumer of another app (or to the
-  saga tracker): one task message per subscriber, on the consumer's own queue, as a
-  durable queue per subscriber is what at-least-once needs (Redis fanout is not
-  durable). A subscription may want only the events of sagas of one mode.
+- a *subscription* delivers an app's event to a reaction of another app: one task
+  message per subscriber, on the consumer's own queue, as a durable queue per
+  subscriber is what at-least-once needs (Redis fanout is not durable). A
+  subscription may want only the events of sagas of one mode.
 
-An event that nobody takes is written as already handled (sagas.messaging.outbox).
+An event that nobody takes is not written (sagas.messaging.outbox).
 """
 
 from collections.abc import Callable
@@ -20,7 +20,7 @@ Publisher = Callable[..., None]  # (message, producer, **publish_options)
 
 @dataclass(frozen=True)
 class Subscription:
-    consumer: str  # the app (or "tracker") whose inbox records what it received
+    consumer: str  # the reaction whose app's inbox records what it received
     topic: str
     task_name: str  # the Celery task that receives it
     queue: str

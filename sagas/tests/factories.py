@@ -12,17 +12,19 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.db import transaction
 from django.utils import timezone
 
 from inventory.exceptions import InsufficientStock
 from inventory.tests.factories import product_make
 from orders.tests.factories import order_make
 from payments.tests.factories import customer_make
-from sagas import recovery, registry
+from sagas import recovery, registry, selectors
 from sagas.choreography import tracker
 from sagas.definitions import Mode, Phase
 from sagas.exceptions import BusinessError, TransientError
 from sagas.failures import failure_of
+from sagas.messaging.correlation import Emitted
 from sagas.messaging.outbox import outbox_models
 from sagas.models import QueueProbeArrival, Saga
 from sagas.orchestration import engine
@@ -152,34 +154,39 @@ def _run_all_until(saga: Saga, stop: int) -> None:
 # CHOREOGRAPHY ------------------------------------------------------------------------
 
 
-def event_track(saga: Saga, topic: str, *, at: datetime, **payload) -> None:
-    """The tracker reading one of the saga's events, written at ``at``."""
-    reason = payload.get("reason", "")
-    tracker.saga_track(
-        {
-            "message_id": str(uuid.uuid4()),
-            "topic": topic,
-            "aggregate_id": str(saga.context["order_id"]),
-            "payload": payload,
-            "headers": {
-                "saga_id": saga.pk,
-                "mode": Mode.CHOREOGRAPHY,
-                "reason": reason,
-            },
-            "created_at": at.isoformat(),
-        }
-    )
+def event_track(
+    saga: Saga, topic: str, *, at: datetime, started: datetime | None = None, **payload
+) -> None:
+    """One of the saga's events, written at ``at`` and tracked as the reaction that
+    wrote it does: under the saga's row lock (a reaction that began at ``started``)."""
+    headers = {
+        "saga_id": saga.pk,
+        "mode": Mode.CHOREOGRAPHY,
+        "reason": payload.get("reason", ""),
+    }
+    with transaction.atomic():
+        locked = selectors.saga_lock(saga_id=saga.pk)
+        tracker.saga_track(
+            locked,
+            selectors.saga_steps(saga=locked),
+            registry.definition_of(locked),
+            [Emitted(topic, payload, headers)],
+            at=at,
+            started=started,
+        )
 
 
 def events_track(saga: Saga, *topics, at: datetime | None = None, every_ms: int = 4):
     """The events in turn, the first at ``at`` (by default 1 ms after the saga was
-    created), each ``every_ms`` after the one before. A topic may come with its
-    payload: ("StockReservationFailed", {"reason": "..."})."""
+    created), each ``every_ms`` after the one before, whose reaction began when the
+    one before was written. A topic may come with its payload:
+    ("StockReservationFailed", {"reason": "..."})."""
     at = at or saga.created_at + timedelta(milliseconds=1)
+    started = saga.created_at
     for topic in topics:
         topic, payload = topic if isinstance(topic, tuple) else (topic, {})
-        event_track(saga, topic, at=at, **payload)
-        at += timedelta(milliseconds=every_ms)
+        event_track(saga, topic, at=at, started=started, **payload)
+        started, at = at, at + timedelta(milliseconds=every_ms)
 
 
 HAPPY = (

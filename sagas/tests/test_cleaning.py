@@ -8,9 +8,9 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from orders.models import InboxMessage
 from sagas.cleaning import delete_in_batches
 from sagas.messaging.inbox import inbox_clean
-from sagas.models import InboxMessage
 
 pytestmark = pytest.mark.django_db
 

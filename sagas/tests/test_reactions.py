@@ -1,6 +1,6 @@
 """How one choreographed reaction runs, on the real database: a refusal past the
 pivot leaves no trace but the operator's note, an ended saga takes no more, and the
-tracker clears what held a step up once it is done."""
+reaction records its outcome, and clears what held its step up, with its work."""
 
 import dataclasses
 import uuid
@@ -14,7 +14,7 @@ from orders.models import Order, OrderStatus
 from orders.tests.factories import order_make
 from payments.models import Payment
 from payments.tests.factories import customer_make
-from sagas.choreography import handlers, tracker
+from sagas.choreography import handlers
 from sagas.definitions import Mode
 from sagas.exceptions import BusinessError
 from sagas.models import Barrier, Saga, SagaStatus, StepStatus
@@ -49,6 +49,8 @@ def test_a_step_refused_after_the_pivot_leaves_nothing_but_a_note_and_is_tried_a
     saga,
 ):
     confirm = handler("orders.confirm_order")
+    # As the steps before it left the saga: running, at its last step.
+    Saga.objects.filter(pk=saga.pk).update(status=SagaStatus.RUNNING, current_step=4)
 
     def refusing(context):
         raise BusinessError("the order desk is closed")
@@ -84,8 +86,48 @@ def test_a_step_getting_done_clears_its_losses_and_the_note(saga):
     # Losses are counted per step: those of one step must not time out the next.
     Saga.objects.filter(pk=saga.pk).update(recoveries=3, attention="held up")
 
-    tracker.saga_track(message(saga, "PaymentCaptured"))
+    handlers.handle(handler("payments.charge_payment"), message(saga, "OrderPlaced"))
 
     saga.refresh_from_db()
     assert (saga.recoveries, saga.attention) == (0, "")
     assert saga.steps.get(name="charge_payment").status == StepStatus.SUCCEEDED
+
+
+def test_a_reaction_records_its_outcome_with_its_work(saga):
+    """The step's record and the next step's commit with the reaction's own work:
+    nothing else has to read the event for the saga to show where it is."""
+    before = timezone.now()
+
+    handlers.handle(handler("payments.charge_payment"), message(saga, "OrderPlaced"))
+
+    saga.refresh_from_db()
+    charge, reserve = saga.steps.order_by("index")[:2]
+    assert Payment.objects.filter(order_ref=saga.context["order_id"]).exists()
+    assert (charge.status, charge.attempts) == (StepStatus.SUCCEEDED, 1)
+    assert before <= charge.started_at <= charge.finished_at
+    assert reserve.status == StepStatus.RUNNING  # its trigger is on its way
+    assert (saga.status, saga.current_step) == (SagaStatus.RUNNING, 1)
+    assert saga.deadline_at > charge.finished_at  # the next step's, now
+
+
+def test_a_refusal_records_the_failure_and_the_undoing_with_it(saga):
+    Payment.objects.all().delete()
+    poor = dataclasses.replace(
+        handler("payments.charge_payment"), function=_refusing("balance too low")
+    )
+
+    handlers.handle(poor, message(saga, "OrderPlaced"))
+
+    saga.refresh_from_db()
+    charge = saga.steps.get(name="charge_payment")
+    assert charge.status == StepStatus.FAILED
+    assert charge.error == "PaymentFailed: balance too low"
+    assert (saga.status, saga.reason) == (SagaStatus.COMPENSATING, "balance too low")
+
+
+def _refusing(why: str):
+    def refuse(purchase: dict) -> None:
+        raise BusinessError(why)
+
+    refuse.__name__ = "charge_payment"
+    return refuse
