@@ -22,11 +22,11 @@ from dataclasses import dataclass
 from django.apps import apps
 from django.db import transaction
 
-from sagas import barriers, bookkeeping, registry, selectors
-from sagas.definitions import Mode
+from sagas import barriers, bookkeeping, registry, selectors, telemetry
+from sagas.definitions import Mode, Phase
 from sagas.definitions.choreography import END, Choreography, Role
 from sagas.exceptions import BusinessError
-from sagas.failures import PUBLIC_REASONS, FailureKind
+from sagas.failures import PUBLIC_REASONS, FailureKind, failure_of
 from sagas.messaging.correlation import collecting, correlated
 from sagas.messaging.inbox import inbox_accept
 from sagas.messaging.outbox import outbox_emit
@@ -112,9 +112,7 @@ def _react(handler: Handler, definition, app, headers: dict, message: dict) -> N
     reaction = _Reaction(handler, definition, saga, message, app)
     with (
         correlated(
-            saga_id=saga.pk,
-            mode=saga.mode,
-            step=handler.step,
+            **registry.headers_of(saga, step=handler.step),
             reason=headers.get("reason"),
         ),
         collecting() as reaction.emitted,
@@ -163,6 +161,8 @@ def _act(reaction: _Reaction) -> None:
             reaction.handler.function(reaction.context)
     except BusinessError as refusal:
         reason = str(refusal)[:2000]
+        failure = failure_of(refusal, unit_name=reaction.handler.name)
+        telemetry.step_failed(reaction.saga, step.name, Phase.ACTION, failure)
         if step.fails is None:  # after the pivot there is no going back
             raise RefusedAfterPivot(
                 reaction.saga, f"{step.name} was refused: {reason}"

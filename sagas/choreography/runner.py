@@ -13,12 +13,13 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.utils import timezone
 
-from sagas import barriers, bookkeeping, registry, selectors
+from sagas import barriers, bookkeeping, registry, selectors, telemetry
 from sagas.bookkeeping import log, save
 from sagas.choreography.tracker import expect_next, pending
+from sagas.definitions import Phase
 from sagas.definitions.choreography import END, Choreography
 from sagas.exceptions import ActionNotAllowed
-from sagas.failures import PUBLIC_REASONS, FailureKind
+from sagas.failures import PUBLIC_REASONS, FailureKind, failure_because
 from sagas.messaging.correlation import correlated
 from sagas.messaging.outbox import outbox_emit, outbox_republish
 from sagas.models import (
@@ -138,6 +139,8 @@ def _give_up(saga: Saga, steps, definition: Choreography, unit, now) -> None:
         # sweeps wait for the queues to pass it, and send it again if it is lost.
         reason = f"{step.name}: its work was lost {saga.recoveries + 1} times"
         _publish_failure(saga, step, reason, PUBLIC_REASONS[FailureKind.TIMEOUT])
+        timeout = failure_because(FailureKind.TIMEOUT, reason)
+        telemetry.step_failed(saga, step.name, Phase.ACTION, timeout)
         saga.recoveries = 0
         expect_next(saga, steps, definition, at=now)
         save(saga, "recoveries", "sent_at", "deadline_at")
@@ -148,7 +151,7 @@ def _give_up(saga: Saga, steps, definition: Choreography, unit, now) -> None:
 
 def _publish_failure(saga: Saga, step, reason: str, public: str) -> None:
     """The step's failure event, from the engine: the apps undo what they did."""
-    with correlated(saga_id=saga.pk, mode=saga.mode, step=step.name, reason=public):
+    with correlated(**registry.headers_of(saga, step=step.name), reason=public):
         outbox_emit(
             OutboxMessage,
             topic=step.fails,

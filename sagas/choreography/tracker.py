@@ -13,9 +13,9 @@ from datetime import datetime
 from django.conf import settings
 from django.db import transaction
 
-from sagas import bookkeeping, registry, selectors
+from sagas import bookkeeping, registry, selectors, telemetry
 from sagas.bookkeeping import log, save
-from sagas.definitions import Mode
+from sagas.definitions import Mode, Phase
 from sagas.definitions.choreography import Choreography, Meaning
 from sagas.messaging.inbox import inbox_accept
 from sagas.models import (
@@ -95,6 +95,9 @@ def _succeeds(saga, steps, definition, index, event) -> None:
         step.finished_at = event.at
         step.save(update_fields=["status", "attempts", "started_at", "finished_at"])
         _moved_on(saga)
+        telemetry.step_done(
+            saga, step.name, Phase.ACTION, step.started_at, step.finished_at
+        )
     if index == len(steps) - 1 and saga.status in (
         SagaStatus.PENDING,
         SagaStatus.RUNNING,
@@ -136,6 +139,7 @@ def _undone(saga, steps, definition, index, event) -> None:
         step.compensated_at = event.at
         step.save(update_fields=["status", "compensation_attempts", "compensated_at"])
         _moved_on(saga)
+        telemetry.step_done(saga, step.name, Phase.COMPENSATION)
     if saga.status in (SagaStatus.PENDING, SagaStatus.RUNNING):
         _saga_to(saga, SagaStatus.COMPENSATING)
 

@@ -5,14 +5,20 @@ carries those headers, so the relay can route the event to the apps that want it
 the consumers know which saga it belongs to, and one purchase can be followed across
 the web, the relay and the workers. ``collecting()`` also notes which topics a unit
 of work emitted (the choreography handler checks that its outcome was announced).
+
+Of these headers, the *traced* ones identify the work (saga_id, mode, step, and the
+subject keys definitions declare, such as order_id): they also travel in every Celery
+task message sent meanwhile (sagas.messaging.tracing) and stand on every log line
+(shop.observability.logs). Others (a failure's ``reason``) stay with the events.
 """
 
 import contextlib
-from collections.abc import Iterator
-from contextvars import ContextVar
+from collections.abc import Iterable, Iterator
+from contextvars import ContextVar, Token
 
 _headers: ContextVar[dict] = ContextVar("saga_headers", default={})  # noqa: B039
 _emitted: ContextVar[list[str] | None] = ContextVar("saga_emitted", default=None)
+_traced: set[str] = {"saga_id", "mode", "step"}
 
 
 @contextlib.contextmanager
@@ -28,6 +34,27 @@ def correlated(**headers) -> Iterator[dict]:
 
 def current() -> dict:
     return dict(_headers.get())
+
+
+def trace(keys: Iterable[str]) -> None:
+    """Trace these keys too (a definition's subject, e.g. ``order_id``)."""
+    _traced.update(keys)
+
+
+def traced(headers: dict | None = None) -> dict:
+    """The traced keys of ``headers`` (default: the current ones)."""
+    headers = _headers.get() if headers is None else headers
+    return {k: v for k, v in headers.items() if k in _traced and v is not None}
+
+
+def bind(headers: dict) -> Token:
+    """Make ``headers`` current until ``unbind`` (a task's whole run; its start and
+    end are separate signals, so this cannot be a ``with`` block)."""
+    return _headers.set(traced(headers))
+
+
+def unbind(token: Token) -> None:
+    _headers.reset(token)
 
 
 @contextlib.contextmanager
