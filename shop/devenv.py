@@ -749,13 +749,13 @@ def _check_log_format() -> None:
         raise DevenvError(f"LOG_FORMAT must be one of {', '.join(FORMATS)}")
 
 
-def _metrics_env() -> dict[str, dict[str, str]]:
+def _metrics_env(directory: Path = METRICS_DIR) -> dict[str, dict[str, str]]:
     """A metrics directory emptied for this run (the counts of a run before it are
     not this one's), for the processes that write there."""
-    shutil.rmtree(METRICS_DIR, ignore_errors=True)
-    METRICS_DIR.mkdir(mode=0o700, parents=True)
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(mode=0o700, parents=True)
     return {
-        name: {"PROMETHEUS_MULTIPROC_DIR": str(METRICS_DIR)} for name in METRICS_WRITERS
+        name: {"PROMETHEUS_MULTIPROC_DIR": str(directory)} for name in METRICS_WRITERS
     }
 
 
