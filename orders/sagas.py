@@ -86,6 +86,7 @@ purchase = register(
             Step("confirm_order", confirm_order),
         ),
         on_compensated=cancel_order,
+        subject=("order_id",),
     )
 )
 
@@ -137,6 +138,7 @@ purchase_choreography = register(
         ),
         ends_undone_with="OrderCancelled",
         ended_by="orders",
+        subject=("order_id",),
     )
 )
 
@@ -205,5 +207,6 @@ purchase_tcc = register(
         ),
         then=(Step("confirm_order", mark_order_confirmed),),
         on_compensated=cancel_order,
+        subject=("order_id",),
     )
 )

@@ -33,6 +33,7 @@ from sagas.faults import fault_point
 from sagas.lifecycle import saga_start
 from sagas.messaging.correlation import correlated
 from sagas.messaging.outbox import outbox_emit
+from sagas.registry import headers_of
 
 CENT = Decimal("0.01")
 # The largest total Order.total (12 digits, 2 after the point) can hold.
@@ -136,7 +137,7 @@ def _order_create(
     order.saga_id = saga.pk
     order.save(update_fields=["saga_id"])
     # With the saga's headers: choreographed, this event is what sets it off.
-    with correlated(saga_id=saga.pk, mode=mode):
+    with correlated(**headers_of(saga)):
         _emit("OrderPlaced", order, context)
     return order
 

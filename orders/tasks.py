@@ -9,7 +9,7 @@ from orders.reconcile import reconcile
 logger = logging.getLogger(__name__)
 
 
-@shared_task(name="orders.reconcile")
+@shared_task(name="orders.reconcile", send_events=False)
 def reconcile_purchases() -> int:
     """Report every violation of the purchase invariants; repairs stay with a human."""
     report = reconcile(repair=False)

@@ -65,20 +65,27 @@ class Failure:
     kind: FailureKind
     reason: str  # technical, for staff: "purchase.charge_payment: InsufficientFunds: …"
     public: str  # for the customer: "insufficient balance: 37.50 needed, 0.00 …"
+    error_class: str = ""  # the exception's class, for logs: "InsufficientFunds"
 
 
 def failure_of(error: BaseException, *, unit_name: str) -> Failure:
     """The failure a step's exception stands for."""
     kind = classify(error)
     public = str(error) if kind is FailureKind.BUSINESS else PUBLIC_REASONS[kind]
-    return Failure(kind, f"{unit_name}: {describe(error)}", public[:2000])
+    return Failure(
+        kind,
+        f"{unit_name}: {describe(error)}",
+        public[:2000],
+        error.__class__.__name__,
+    )
 
 
 def failure_because(kind: FailureKind, reason: str) -> Failure:
     """A failure the engine itself decides (lost work, for one), in generic words."""
-    return Failure(
-        kind, reason, PUBLIC_REASONS.get(kind, PUBLIC_REASONS[FailureKind.UNEXPECTED])
-    )
+    public = PUBLIC_REASONS.get(kind, PUBLIC_REASONS[FailureKind.UNEXPECTED])
+    # Work lost past its recoveries counts as a step that timed out.
+    error_class = StepTimeout.__name__ if kind is FailureKind.TIMEOUT else ""
+    return Failure(kind, reason, public, error_class)
 
 
 def classify(error: BaseException) -> FailureKind:

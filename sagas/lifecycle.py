@@ -8,7 +8,7 @@ a step, a sweep or another operator.
 
 from django.db import transaction
 
-from sagas import bookkeeping, registry, selectors
+from sagas import bookkeeping, registry, selectors, telemetry
 from sagas.choreography import runner as choreography
 from sagas.definitions import Mode
 from sagas.exceptions import ActionNotAllowed
@@ -60,6 +60,7 @@ def saga_start(
             for i, step_name in enumerate(definition.step_names)
         )
         runner_of(saga).saga_launch(saga, definition)
+    telemetry.saga_started(saga)  # counted once the caller commits
     return saga
 
 

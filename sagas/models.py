@@ -5,6 +5,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from sagas import telemetry
 from sagas.definitions import Mode
 from sagas.messaging.outbox import AbstractOutboxMessage
 from shop.states import transition
@@ -133,6 +134,7 @@ class Saga(models.Model):
         self.status = transition(
             self.status, status, SAGA_MOVES, what=f"saga {self.pk}"
         )
+        telemetry.saga_moved(self)  # counted and logged once it commits
 
 
 class SagaStep(models.Model):

@@ -14,6 +14,7 @@ from celery import Task
 
 from sagas.definitions import Mode, Phase
 from sagas.exceptions import DefinitionError
+from sagas.messaging import correlation
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ def register(definition):
             "registered"
         )
     _definitions[key] = definition
+    correlation.trace(definition.subject)
     try:
         definition.validate()
     except DefinitionError as problem:
@@ -96,6 +98,15 @@ def definition(name: str, mode: str = Mode.ORCHESTRATION):
 def definition_of(saga):
     """The definition a saga runs by."""
     return definition(saga.name, saga.mode)
+
+
+def headers_of(saga, **more) -> dict:
+    """What a saga's messages and log lines carry: its id, its mode, its subject (the
+    context keys its definition names, e.g. ``order_id``), and ``more`` (the step)."""
+    known = _definitions.get((saga.name, saga.mode))
+    keys = known.subject if known is not None else ()
+    subject = {key: saga.context.get(key) for key in keys}
+    return {"saga_id": saga.pk, "mode": saga.mode, **subject, **more}
 
 
 def definitions() -> list:

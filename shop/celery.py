@@ -5,8 +5,9 @@ import os
 from celery import Celery
 from celery.app.events import Events
 from celery.events.dispatcher import EventDispatcher
-from celery.signals import task_postrun, task_prerun
+from celery.signals import beat_init, setup_logging, task_postrun, task_prerun
 
+from sagas.messaging import tracing
 from shop import brokers
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "shop.settings")
@@ -40,6 +41,26 @@ class BoundedEvents(Events):
 app = Celery("shop", events=BoundedEvents)
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+# Celery's "Task ... received" lines carry the saga of the message.
+app.steps["consumer"].add(tracing.BindHeadersOnReceipt)
+
+
+@setup_logging.connect
+def configure_logging(**kwargs) -> None:
+    """Workers and beat log as every process does (settings.LOGGING, LOG_FORMAT),
+    not with handlers of Celery's own."""
+    from django.conf import settings
+
+    from shop.observability.logs import configure
+
+    configure(settings.LOGGING)
+
+
+@beat_init.connect
+def beat_sends_no_task_events(sender, **kwargs) -> None:
+    """Everything beat sends is upkeep, every few seconds: Flower is not told (nor
+    are the tasks, which send no events of their own: ``send_events=False``)."""
+    sender.app.conf.task_send_sent_event = False
 
 
 @task_prerun.connect

@@ -17,6 +17,7 @@ import errno
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import stat
@@ -32,6 +33,11 @@ import psutil
 BASE = Path(__file__).resolve().parent.parent
 RUN = BASE / ".run"
 PIDS = RUN / "pids"  # the processes `make run` / `make demo` supervise, by name
+# Prometheus multiprocess mode: each process of the system writes its metrics here,
+# the web adds them up at /metrics. Emptied as the system starts.
+METRICS_DIR = RUN / "metrics"
+# Every process but Flower (whose own /metrics counts apart) writes there.
+METRICS_WRITERS = ("web", "worker", "beat", "relay")
 PYTHON = sys.executable
 BIN = Path(PYTHON).parent
 DB_NAME = "sagashop"
@@ -427,6 +433,9 @@ def prepare() -> list[LocalServer]:
         "FLOWER_BASIC_AUTH",
         _secret("flower_auth", lambda: f"admin:{secrets.token_urlsafe(12)}"),
     )
+    os.environ.setdefault(
+        "METRICS_TOKEN", _secret("metrics_token", lambda: secrets.token_urlsafe(32))
+    )
     _write_env_file()
     return servers
 
@@ -448,7 +457,13 @@ def _write_private(path: Path, text: str) -> None:
 
 
 def _write_env_file() -> None:
-    keys = ("DATABASE_URL", "CELERY_BROKER_URL", "SECRET_KEY", "FLOWER_BASIC_AUTH")
+    keys = (
+        "DATABASE_URL",
+        "CELERY_BROKER_URL",
+        "SECRET_KEY",
+        "FLOWER_BASIC_AUTH",
+        "METRICS_TOKEN",
+    )
     lines = [f"{key}={os.environ[key]}" for key in keys]
     _write_private(
         RUN / "env",
@@ -475,6 +490,8 @@ def release(servers: list[LocalServer]) -> None:
 def system_processes(*, concurrency: int = 4) -> dict[str, list[str]]:
     celery = str(BIN / "celery")
     web, flower = web_address(), flower_address()
+    # JSON lines only: no banner printed beside them.
+    quiet = ["--quiet"] if os.environ.get("LOG_FORMAT") == "json" else []
     return {
         "web": [
             str(BIN / "gunicorn"),
@@ -489,6 +506,7 @@ def system_processes(*, concurrency: int = 4) -> dict[str, list[str]]:
             celery,
             "-A",
             "shop",
+            *quiet,
             "worker",
             "-Q",
             WORKER_QUEUES,
@@ -502,6 +520,7 @@ def system_processes(*, concurrency: int = 4) -> dict[str, list[str]]:
             celery,
             "-A",
             "shop",
+            *quiet,
             "beat",
             "-l",
             "info",
@@ -576,9 +595,11 @@ class Supervisor:
         pid_dir: Path | None = None,
         log: Path | None = None,
         env: dict[str, str] | None = None,
+        env_of: dict[str, dict[str, str]] | None = None,
     ) -> None:
         self.commands = commands
         self.env = env  # the processes' environment: ours unless given
+        self.env_of = env_of or {}  # added to it for the process of that name
         self.procs: dict[str, subprocess.Popen] = {}
         self.width = max(len(n) for n in commands)
         self.stopping = threading.Event()
@@ -591,10 +612,13 @@ class Supervisor:
             self._spawn(name)
 
     def _spawn(self, name: str) -> None:
+        env = self.env
+        if name in self.env_of:
+            env = {**(self.env or os.environ), **self.env_of[name]}
         proc = subprocess.Popen(
             self.commands[name],
             cwd=BASE,
-            env=self.env,
+            env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -610,7 +634,11 @@ class Supervisor:
 
     def _pump(self, name: str, proc: subprocess.Popen) -> None:
         for line in proc.stdout:
-            print(f"{name:<{self.width}} | {line}", end="", file=self.out, flush=True)
+            if line.startswith('{"'):  # a JSON line (LOG_FORMAT=json) stays one
+                line = f'{{"process": "{name}", {line[1:]}'
+            else:
+                line = f"{name:<{self.width}} | {line}"
+            print(line, end="", file=self.out, flush=True)
 
     def watch(self) -> int:
         """Block until a signal (0) or until a process keeps dying (1)."""
@@ -685,18 +713,22 @@ def system(*, announce: bool, log: Path | None = None):
     The processes' output goes to ``log`` if given, else to stdout."""
     _check_no_system_running()
     _check_ports_free()
+    _check_log_format()
     servers = prepare()
     supervisor = None
     try:
         manage("migrate", "--noinput", stdout=subprocess.DEVNULL)
         manage("collectstatic", "--noinput", stdout=subprocess.DEVNULL)
-        supervisor = Supervisor(system_processes(), pid_dir=PIDS, log=log)
+        supervisor = Supervisor(
+            system_processes(), pid_dir=PIDS, log=log, env_of=_metrics_env()
+        )
         _on_signals(supervisor.stopping.set)
         supervisor.start()
         if announce:
             user, password = os.environ["FLOWER_BASIC_AUTH"].split(":", 1)
             print(
-                f"devenv: web {web_url()}/ (API /api/, admin /admin/), "
+                f"devenv: web {web_url()}/ (API /api/, admin /admin/, metrics "
+                f"/metrics with the bearer token in {RUN / 'metrics_token'}), "
                 f"Flower {_http(flower_address())}/ (user {user}, "
                 f"password {password}); "
                 "Ctrl-C stops everything",
@@ -708,6 +740,23 @@ def system(*, announce: bool, log: Path | None = None):
             print("devenv: stopping", flush=True)
             supervisor.stop()
         release(servers)
+
+
+def _check_log_format() -> None:
+    from shop.observability.logs import FORMATS
+
+    if os.environ.get("LOG_FORMAT", "console") not in FORMATS:
+        raise DevenvError(f"LOG_FORMAT must be one of {', '.join(FORMATS)}")
+
+
+def _metrics_env(directory: Path = METRICS_DIR) -> dict[str, dict[str, str]]:
+    """A metrics directory emptied for this run (the counts of a run before it are
+    not this one's), for the processes that write there."""
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(mode=0o700, parents=True)
+    return {
+        name: {"PROMETHEUS_MULTIPROC_DIR": str(directory)} for name in METRICS_WRITERS
+    }
 
 
 def _check_no_system_running() -> None:

@@ -5,6 +5,7 @@ from pathlib import Path
 import environ
 
 from shop import brokers, production
+from shop.observability import logs
 
 # PATHS AND ENVIRONMENT ---------------------------------------------------------------
 
@@ -60,6 +61,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First and last: HTTP requests counted by view, method and status (/metrics).
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     # Before anything reads a cookie, a header or a query parameter into a lookup.
@@ -70,6 +73,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
 ROOT_URLCONF = "shop.urls"
@@ -246,7 +250,7 @@ CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT = 10.0
 CELERY_WORKER_SEND_TASK_EVENTS = env.bool(
     "CELERY_WORKER_SEND_TASK_EVENTS", default=True
 )
-CELERY_TASK_SEND_SENT_EVENT = CELERY_WORKER_SEND_TASK_EVENTS
+CELERY_TASK_SEND_SENT_EVENT = CELERY_WORKER_SEND_TASK_EVENTS  # beat sends none
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # The fixup would otherwise open a new database connection for every task.
 CELERY_DB_REUSE_MAX = 10_000
@@ -326,16 +330,16 @@ SHIPPING_COUNTRIES = env.list(
     "SHIPPING_COUNTRIES", default=["JP", "US", "GB", "DE", "FR"]
 )
 
-# LOGGING -----------------------------------------------------------------------------
+# OBSERVABILITY -----------------------------------------------------------------------
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
-    },
-    "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
-    },
-    "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
-}
+# One event per line from every process, with the saga at work on each (shop.
+# observability.logs): readable lines, or JSON lines with LOG_FORMAT=json.
+LOG_FORMAT = env("LOG_FORMAT", default="console")
+LOGGING_CONFIG = "shop.observability.logs.configure"
+LOGGING = logs.logging_config(
+    log_format=LOG_FORMAT, level=env("LOG_LEVEL", default="INFO")
+)
+# GET /metrics answers only "Authorization: Bearer <this>"; unset, it is a 404.
+# Worker processes' metrics add up in the web's answer when PROMETHEUS_MULTIPROC_DIR
+# names a directory shared by them all (`make run` sets it).
+METRICS_TOKEN = env("METRICS_TOKEN", default="")

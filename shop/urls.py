@@ -1,10 +1,11 @@
-"""URL routes: the admin, the REST API and its OpenAPI schema and docs."""
+"""URL routes: the admin, the REST API and its OpenAPI schema and docs, metrics."""
 
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from shop.apis import AuthTokenCreateApi, HealthApi
+from shop.observability.metrics import metrics
 
 api_patterns = [
     path("", include("orders.urls")),
@@ -24,4 +25,5 @@ handler404 = "shop.exceptions.not_found"
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", include(api_patterns)),
+    path("metrics", metrics, name="metrics"),
 ]

@@ -59,6 +59,7 @@ class Cluster:
             str(BIN / "celery"),
             "-A",
             "shop",
+            *self._quiet(),
             "worker",
             "-Q",
             WORKER_QUEUES,
@@ -98,6 +99,7 @@ class Cluster:
             str(BIN / "celery"),
             "-A",
             "shop",
+            *self._quiet(),
             "beat",
             "-l",
             "info",
@@ -171,6 +173,10 @@ class Cluster:
         )
 
     # internals ---------------------------------------------------------------------
+
+    def _quiet(self) -> list[str]:
+        """JSON lines only, as `make run` does: no banner printed beside them."""
+        return ["--quiet"] if self.env.get("LOG_FORMAT") == "json" else []
 
     def _spawn(self, name: str, command: list[str], *, ready: str | None) -> None:
         """Start ``name``, appending to its log; wait for ``ready`` in it, if given."""

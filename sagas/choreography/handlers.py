@@ -24,12 +24,12 @@ from django.apps import apps
 from django.db import transaction
 from django.utils import timezone
 
-from sagas import barriers, bookkeeping, registry, selectors
+from sagas import barriers, bookkeeping, registry, selectors, telemetry
 from sagas.choreography import tracker
-from sagas.definitions import Mode
+from sagas.definitions import Mode, Phase
 from sagas.definitions.choreography import END, Choreography, Role
 from sagas.exceptions import BusinessError
-from sagas.failures import PUBLIC_REASONS, FailureKind
+from sagas.failures import PUBLIC_REASONS, FailureKind, failure_of
 from sagas.messaging.correlation import Emitted, collecting, correlated
 from sagas.messaging.inbox import inbox_accept
 from sagas.messaging.outbox import outbox_emit
@@ -119,9 +119,7 @@ def _react(handler: Handler, definition, app, headers: dict, message: dict) -> N
     reaction = _Reaction(handler, definition, saga, message, app)
     with (
         correlated(
-            saga_id=saga.pk,
-            mode=saga.mode,
-            step=handler.step,
+            **registry.headers_of(saga, step=handler.step),
             reason=headers.get("reason"),
         ),
         collecting() as reaction.emitted,
@@ -182,6 +180,8 @@ def _act(reaction: _Reaction) -> None:
     except BusinessError as refusal:
         del reaction.emitted[written:]  # rolled back with the work: never happened
         reason = str(refusal)[:2000]
+        failure = failure_of(refusal, unit_name=reaction.handler.name)
+        telemetry.step_failed(reaction.saga, step.name, Phase.ACTION, failure)
         if step.fails is None:  # after the pivot there is no going back
             raise RefusedAfterPivot(
                 reaction.saga, f"{step.name} was refused: {reason}"

@@ -14,12 +14,13 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.utils import timezone
 
-from sagas import barriers, bookkeeping, registry, selectors
+from sagas import barriers, bookkeeping, registry, selectors, telemetry
 from sagas.bookkeeping import log, save
 from sagas.choreography.tracker import expect_next, pending, saga_track
+from sagas.definitions import Phase
 from sagas.definitions.choreography import Choreography
 from sagas.exceptions import ActionNotAllowed
-from sagas.failures import PUBLIC_REASONS, FailureKind
+from sagas.failures import PUBLIC_REASONS, FailureKind, failure_because
 from sagas.messaging.correlation import collecting, correlated
 from sagas.messaging.outbox import outbox_emit, outbox_republish
 from sagas.models import (
@@ -115,6 +116,8 @@ def _give_up(saga: Saga, steps, definition: Choreography, unit, now) -> None:
         # undoing. Publishing it is new work, with a budget of its own; the next
         # sweeps wait for the queues to pass it, and send it again if it is lost.
         reason = f"{step.name}: its work was lost {saga.recoveries + 1} times"
+        timeout = failure_because(FailureKind.TIMEOUT, reason)
+        telemetry.step_failed(saga, step.name, Phase.ACTION, timeout)
         saga.recoveries = 0
         _publish_failure(
             saga, steps, definition, step, reason, PUBLIC_REASONS[FailureKind.TIMEOUT]
@@ -130,7 +133,7 @@ def _publish_failure(
     """The step's failure event, from the engine: the apps undo what they did. The
     caller holds the saga's row lock: the saga's records move with the event."""
     with (
-        correlated(saga_id=saga.pk, mode=saga.mode, step=step.name, reason=public),
+        correlated(**registry.headers_of(saga, step=step.name), reason=public),
         collecting() as emitted,
     ):
         outbox_emit(

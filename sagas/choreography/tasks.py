@@ -4,7 +4,7 @@ app's own queue, subscribed to the saga's events."""
 from celery import Task, shared_task
 from django.conf import settings
 
-from sagas import registry
+from sagas import registry, telemetry
 from sagas.choreography import handlers
 from sagas.definitions import Mode
 from sagas.definitions.base import HARD_LIMIT_SLACK
@@ -26,6 +26,14 @@ class ReactionTask(Task):
     retry_backoff = True
     retry_backoff_max = 60
     max_retries = settings.SAGA_REACTION_RETRIES
+    saga_name: str | None = None  # an app's reaction: the saga and step it works on
+    saga_step: str | None = None
+
+    def on_retry(self, exc, task_id, args, kwargs, einfo) -> None:
+        if self.saga_step is not None:
+            telemetry.reaction_retried(
+                self.saga_name, Mode.CHOREOGRAPHY, self.saga_step, exc
+            )
 
 
 @registry.compiler(Mode.CHOREOGRAPHY)
@@ -68,4 +76,6 @@ def reaction_task(handler: handlers.Handler, *, timeout: float) -> Task:
         queue=handler.app,
         soft_time_limit=timeout,
         time_limit=timeout + HARD_LIMIT_SLACK,
+        saga_name=handler.saga,
+        saga_step=handler.step,
     )

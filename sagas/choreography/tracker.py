@@ -13,8 +13,9 @@ from datetime import datetime
 
 from django.conf import settings
 
-from sagas import bookkeeping
+from sagas import bookkeeping, telemetry
 from sagas.bookkeeping import log
+from sagas.definitions import Phase
 from sagas.definitions.choreography import Choreography, Meaning
 from sagas.messaging.correlation import Emitted
 from sagas.models import (
@@ -96,6 +97,9 @@ def _succeeds(saga, steps, definition, index, change):
         step.started_at, step.finished_at = change.started, change.at
         fields = ("status", "attempts", "started_at", "finished_at")
         _moved_on(saga)
+        telemetry.step_done(
+            saga, step.name, Phase.ACTION, step.started_at, step.finished_at
+        )
     if index == len(steps) - 1 and saga.status in (
         SagaStatus.PENDING,
         SagaStatus.RUNNING,
@@ -146,6 +150,7 @@ def _undone(saga, steps, definition, index, change):
         step.compensated_at = change.at
         fields = ("status", "compensation_attempts", "compensated_at")
         _moved_on(saga)
+        telemetry.step_done(saga, step.name, Phase.COMPENSATION)
     if saga.status in (SagaStatus.PENDING, SagaStatus.RUNNING):
         _saga_to(saga, SagaStatus.COMPENSATING)
     return fields

@@ -71,6 +71,7 @@ class Choreography:
     steps: tuple[Reaction, ...]
     ends_undone_with: str
     ended_by: str
+    subject: tuple[str, ...] = ()  # as SagaDefinition.subject
 
     mode: ClassVar[Mode] = Mode.CHOREOGRAPHY
 

@@ -83,6 +83,9 @@ class SagaDefinition:
     steps: tuple[Step, ...]
     on_compensated: EndHook | None = None
     compensation_retry: RetryPolicy = field(default=DEFAULT_RETRY)
+    # The context keys that name what the saga is about (``("order_id",)``): they
+    # travel with its messages and stand on its log lines (sagas.registry.headers_of).
+    subject: tuple[str, ...] = ()
 
     mode: ClassVar[Mode] = Mode.ORCHESTRATION
 

@@ -14,6 +14,7 @@ from django.apps import apps
 from django.db import connection, models
 from django.utils import timezone
 
+from sagas import telemetry
 from sagas.cleaning import delete_in_batches
 
 
@@ -60,7 +61,12 @@ def inbox_accept(
             "VALUES (%s, %s, %s, now()) ON CONFLICT DO NOTHING RETURNING id",
             [consumer, uuid.UUID(message_id), topic],
         )
-        return cursor.fetchone() is not None
+        accepted = cursor.fetchone() is not None
+    if not accepted:
+        telemetry.inbox_duplicate(
+            model, consumer=consumer, message_id=message_id, topic=topic
+        )
+    return accepted
 
 
 def inbox_models() -> list[type[AbstractInboxMessage]]:

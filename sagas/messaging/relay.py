@@ -25,9 +25,10 @@ from django.conf import settings
 from django.db import close_old_connections, connection, connections, transaction
 from django.utils import timezone
 
-from sagas import selectors
+from sagas import selectors, telemetry
 from sagas.cleaning import delete_in_batches
 from sagas.messaging import subscriptions
+from sagas.messaging.correlation import correlated
 from sagas.messaging.outbox import (
     NOTIFY_CHANNEL,
     AbstractOutboxMessage,
@@ -98,6 +99,7 @@ def _relay_batch(
                     except Exception as exc:  # the broker is away or refused it
                         _postpone(row, exc, now)
                         return len(_mark_published(model, done, timezone.now())), False
+                    telemetry.outbox_sent(row)
                 done.append(row.pk)
         # Stamped once the broker has taken them: recovery proves a loss against it.
         return len(_mark_published(model, done, timezone.now())), True
@@ -116,15 +118,18 @@ def _takers(row: AbstractOutboxMessage) -> list:
 
 
 def _deliver(subscription, row: AbstractOutboxMessage, producer, **options) -> None:
-    """One task message for one subscriber, keyed by the row's own message id."""
-    current_app.send_task(
-        subscription.task_name,
-        args=(message_of(row),),
-        queue=subscription.queue,
-        producer=producer,
-        headers={"saga_id": row.saga_id},
-        **options,
-    )
+    """One task message for one subscriber, keyed by the row's own message id, with
+    the row's saga headers (sagas.messaging.tracing), and shown in Flower and the
+    workers' logs by its saga and topic rather than its whole body."""
+    with correlated(**row.headers):
+        current_app.send_task(
+            subscription.task_name,
+            args=(message_of(row),),
+            queue=subscription.queue,
+            producer=producer,
+            argsrepr=f"(saga_id={row.saga_id}, {row.topic}, {row.message_id})",
+            **options,
+        )
 
 
 def message_of(row: AbstractOutboxMessage) -> dict:

@@ -5,6 +5,7 @@ of the state change that calls for it, and the relay sends the chain once it com
 (sagas.orchestration.tasks turns the event into the chain).
 """
 
+from sagas import registry
 from sagas.messaging.outbox import outbox_emit
 from sagas.models import OutboxMessage, Saga
 
@@ -71,5 +72,5 @@ def _emit(saga: Saga, topic: str, plan: dict, countdown: float, renew: bool) -> 
         topic=topic,
         aggregate_id=saga.pk,
         payload=payload,
-        headers={"saga_id": saga.pk, "mode": saga.mode},
+        headers=registry.headers_of(saga),
     )

@@ -15,7 +15,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from sagas import barriers, bookkeeping, registry, selectors
+from sagas import barriers, bookkeeping, registry, selectors, telemetry
 from sagas.bookkeeping import flag, log, save
 from sagas.definitions import Phase, SagaDefinition
 from sagas.exceptions import ActionNotAllowed, BusinessError, StepTimeout
@@ -173,6 +173,7 @@ def _run_action(saga, steps, definition, index, started, task_id, timeout) -> No
     saga.recoveries, saga.attention = 0, ""
     fields = ("status", "finished_at", *_PROGRESS, *(("context",) if result else ()))
     bookkeeping.save_together(*changes, (saga, fields))
+    telemetry.step_done(saga, step.name, Phase.ACTION, started, finished)
 
 
 def _run_compensation(saga, steps, definition, index, started, task_id, timeout):
@@ -190,12 +191,13 @@ def _run_compensation(saga, steps, definition, index, started, task_id, timeout)
     _mark_sent(saga, definition, *_current_unit(saga, steps, definition), at=finished)
     saga.recoveries, saga.attention = 0, ""
     bookkeeping.save_together((step, _UNDO_DONE), (saga, _PROGRESS))
+    telemetry.step_done(saga, step.name, Phase.COMPENSATION, started, finished)
 
 
 def _run_end(saga, definition, started, timeout) -> None:
     if definition.on_compensated is not None:
         reason = saga.reason or "the purchase could not be completed"
-        with correlated(saga_id=saga.pk, mode=saga.mode, step="end"):
+        with correlated(**registry.headers_of(saga, step="end")):
             definition.on_compensated(dict(saga.context), reason)
     finished = _within_deadline(started, timeout)
     saga.move_to(SagaStatus.COMPENSATED)
@@ -208,7 +210,7 @@ def _call(saga: Saga, definition: SagaDefinition, index: int, phase: Phase):
     behind its barrier if it has one (a TCC phase)."""
     step = definition.steps[index]
     work = step.action if phase is Phase.ACTION else step.compensate
-    with correlated(saga_id=saga.pk, mode=saga.mode, step=step.name):
+    with correlated(**registry.headers_of(saga, step=step.name)):
         barrier = definition.barrier(index, phase)
         if barrier is None:
             return work(dict(saga.context))
@@ -255,6 +257,8 @@ def saga_step_failed(
 
 def _handle_failure(saga, steps, definition, index, phase, failure, task_id=""):
     attempts = _record_attempt(saga, steps, index, phase, failure, task_id)
+    step = telemetry.step_of(definition, index, phase)
+    telemetry.step_failed(saga, step, phase, failure, attempt=attempts)
     retry = _may_retry(definition, steps, index, phase, failure.kind, attempts)
     if phase is not Phase.ACTION:
         if retry:
@@ -338,6 +342,8 @@ def _retry(saga, steps, definition, index, phase, attempts, failure) -> None:
     _redispatch(
         saga, steps, definition, topic=dispatch.Topic.RETRY, countdown=countdown
     )
+    step = telemetry.step_of(definition, index, phase)
+    telemetry.step_retried(saga, step, phase, attempt=attempts, countdown=countdown)
 
 
 def _compensate(saga, steps, definition, failure: Failure) -> None:

@@ -7,12 +7,13 @@ from celery.exceptions import Ignore
 from django.db import InterfaceError, OperationalError
 from kombu import Producer
 
-from sagas import registry
+from sagas import registry, telemetry
 from sagas.definitions import Mode, Phase, SagaDefinition
 from sagas.definitions.base import HARD_LIMIT_SLACK
 from sagas.exceptions import BusinessError, DefinitionError
 from sagas.failures import Failure, FailureKind, failure_of
 from sagas.messaging import subscriptions
+from sagas.messaging.correlation import correlated
 from sagas.messaging.outbox import AbstractOutboxMessage
 from sagas.messaging.relay import Undeliverable
 from sagas.orchestration import dispatch, engine
@@ -73,6 +74,7 @@ def step_task(definition: SagaDefinition, index: int, phase: Phase) -> Task:
         # timed out; the hard limit replaces a process that ignores it.
         soft_time_limit=timeout,
         time_limit=timeout + HARD_LIMIT_SLACK,
+        saga_step=telemetry.step_of(definition, index, phase),  # on its log lines
     )
 
 
@@ -96,6 +98,7 @@ def step_failed(request, exc, traceback, saga_id: int, generation: int) -> None:
             "kind": failure.kind,
             "reason": failure.reason,
             "public": failure.public,
+            "error_class": failure.error_class,
             "task_id": request.id or "",
         }
     )
@@ -117,6 +120,7 @@ def record_failure(
     reason: str,
     task_id: str,
     public: str = "",
+    error_class: str = "",
 ) -> None:
     """Record a failed attempt and decide: retry, compensate, or give up (FAILED)."""
     unit = registry.unit(task_name)
@@ -126,7 +130,7 @@ def record_failure(
         definition=unit.definition,
         index=unit.index,
         phase=unit.phase,
-        failure=Failure(FailureKind(kind), reason, public),
+        failure=Failure(FailureKind(kind), reason, public, error_class),
         task_id=task_id,
     )
 
@@ -148,8 +152,10 @@ def dispatch_signature(payload: dict) -> Signature:
     else:
         units = [(i, Phase.COMPENSATION) for i in payload["steps"]] + [(-1, Phase.END)]
     args = (payload["saga_id"], payload["generation"])
+    # By keyword: Flower shows each step task as saga_id=..., generation=...
+    ids = {"saga_id": args[0], "generation": args[1]}
     steps = [
-        registry.unit_for(definition, i, phase).task.si(*args) for i, phase in units
+        registry.unit_for(definition, i, phase).task.si(**ids) for i, phase in units
     ]
     return chain(*steps).on_error(step_failed.s(*args))
 
@@ -165,4 +171,5 @@ def publish_dispatch(
         # later changes nothing.
         raise Undeliverable(str(exc)) from exc
     countdown = message.payload.get("countdown") or None
-    signature.apply_async(producer=producer, countdown=countdown, **publish_options)
+    with correlated(**message.headers):  # the chain's messages carry them
+        signature.apply_async(producer=producer, countdown=countdown, **publish_options)

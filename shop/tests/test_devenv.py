@@ -1,14 +1,22 @@
 """The supervisor behind `make run`: a dead process is restarted; a stop is final.
 And the ports it serves on, which several checkouts on one machine must not share."""
 
+import json
 import signal
 import socket
+import sys
 import threading
 import time
 
 import pytest
 
-from shop.devenv import DevenvError, Supervisor, _check_ports_free, system_processes
+from shop.devenv import (
+    DevenvError,
+    Supervisor,
+    _check_ports_free,
+    _metrics_env,
+    system_processes,
+)
 
 
 def wait(predicate, timeout=10.0):
@@ -88,3 +96,33 @@ def test_a_port_that_is_not_a_port_is_named(monkeypatch):
 
     with pytest.raises(DevenvError, match=r"WEB_PORT must be a port .*'eighty'"):
         _check_ports_free()
+
+
+def test_a_json_line_stays_one_with_its_process_named_and_others_are_prefixed(
+    tmp_path,
+):
+    log = tmp_path / "system.log"
+    script = 'print(\'{"level": "INFO", "message": "hi"}\'); print(\'plain\')'
+    supervisor = Supervisor({"web": [sys.executable, "-c", script]}, log=log)
+    supervisor.start()
+    try:
+        assert wait(lambda: log.read_text().count("\n") == 2), log.read_text()
+    finally:
+        supervisor.stop(timeout=5)
+
+    first, second = log.read_text().splitlines()
+    assert json.loads(first) == {"process": "web", "level": "INFO", "message": "hi"}
+    assert second == "web | plain"
+
+
+def test_make_run_gives_an_emptied_metrics_directory_to_all_but_flower(tmp_path):
+    directory = tmp_path / "metrics"
+    directory.mkdir()
+    (directory / "counter_123.db").write_bytes(b"an earlier run's")
+
+    env_of = _metrics_env(directory)
+
+    assert set(env_of) == {"web", "worker", "beat", "relay"}
+    assert set(system_processes()) == {*env_of, "flower"}
+    assert {e["PROMETHEUS_MULTIPROC_DIR"] for e in env_of.values()} == {str(directory)}
+    assert directory.is_dir() and not any(directory.iterdir())

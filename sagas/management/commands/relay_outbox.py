@@ -1,5 +1,6 @@
 """Run the outbox relay: publish events as their transactions commit."""
 
+import logging
 import signal
 import threading
 from argparse import ArgumentTypeError
@@ -7,6 +8,8 @@ from argparse import ArgumentTypeError
 from django.core.management.base import BaseCommand
 
 from sagas.messaging.relay import relay_forever
+
+logger = logging.getLogger("sagas.messaging.relay")
 
 
 class Command(BaseCommand):
@@ -26,9 +29,10 @@ class Command(BaseCommand):
         stop = threading.Event()
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda *_: stop.set())
-        self.stdout.write(f"relay: listening (poll every {poll:g}s)")
+        # Log lines, in LOG_FORMAT like the rest of the relay's output.
+        logger.info("relay: listening (poll every %gs)", poll)
         relay_forever(poll=poll, batch=batch, should_stop=stop.is_set)
-        self.stdout.write("relay: stopped")
+        logger.info("relay: stopped")
 
 
 def positive(cast):
