@@ -840,7 +840,7 @@ def cmd_bench(args: list[str]) -> int:
     # Its queues too: a `make run` on the same broker is left alone.
     os.environ.setdefault("CELERY_BROKER_KEYPREFIX", "bench:")
     try:
-        name = _fresh_database(f"{DB_NAME}_bench")
+        name = _fresh_database(os.environ.get("BENCH_DATABASE", f"{DB_NAME}_bench"))
         env = {**os.environ, "DATABASE_NAME": name}
         manage("migrate", "--noinput", env=env, stdout=subprocess.DEVNULL)
         bench = [PYTHON, str(BASE / "manage.py"), "bench", *args]
