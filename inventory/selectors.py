@@ -30,21 +30,26 @@ def products_lock(*, skus: list[str]) -> dict[str, Product]:
     return {p.sku: p for p in rows}
 
 
-def products_lock_by_id(*, ids: list[int]) -> dict[int, Product]:
-    """Lock products by id, in pk order."""
-    rows = sql.select(Product, "id = ANY(%s)", [list(ids)], tail=_IN_PK_ORDER)
-    return {p.pk: p for p in rows}
-
-
 def reservations_lock(*, order_ref: int, status: str) -> list[StockReservation]:
-    """Lock an order's reservations of one status, in product order (their products
-    are locked apart, by products_lock_by_id)."""
-    return sql.select(
-        StockReservation,
-        "order_ref = %s AND status = %s",
+    """Lock an order's reservations of one status and their products, in one round
+    trip and in product (pk) order; each reservation comes with its product."""
+    reservations, products = sql.table_of(StockReservation), sql.table_of(Product)
+    rows = sql.fetch(
+        f"SELECT {sql.columns(StockReservation)}, {sql.columns(Product)} "
+        f"FROM {reservations} JOIN {products} "
+        f"ON {products}.id = {reservations}.product_id "
+        f"WHERE {reservations}.order_ref = %s AND {reservations}.status = %s "
+        f"ORDER BY {products}.id FOR UPDATE",
         [order_ref, status],
-        tail="ORDER BY product_id FOR UPDATE",
     )
+    held = []
+    for row in rows:
+        reservation = sql.instance(StockReservation, row)
+        reservation.product = sql.instance(
+            Product, row, start=sql.width(StockReservation)
+        )
+        held.append(reservation)
+    return held
 
 
 def reservations_of(*, order_ref: int) -> list[StockReservation]:

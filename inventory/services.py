@@ -94,7 +94,6 @@ def _settle(order_ref: int, outcome: str, topic: str) -> None:
     )
     if not held:
         return
-    products = selectors.products_lock_by_id(ids=[r.product_id for r in held])
     moved_to = "available" if outcome == ReservationStatus.RELEASED else "sold"
     for reservation in held:
         Product.objects.filter(pk=reservation.product_id).update(
@@ -107,7 +106,7 @@ def _settle(order_ref: int, outcome: str, topic: str) -> None:
     StockReservation.objects.filter(pk__in=[r.pk for r in held]).update(
         status=outcome, updated_at=timezone.now()
     )
-    _emit(topic, order_ref, [(products[r.product_id].sku, r.quantity) for r in held])
+    _emit(topic, order_ref, [(r.product.sku, r.quantity) for r in held])
 
 
 def _emit(topic: str, order_ref: int, lines: list[tuple[str, int]]) -> None:

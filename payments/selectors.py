@@ -10,6 +10,7 @@ from shop.permissions import visible_to
 
 VIEW_ACCOUNTS = "payments.view_account"
 _FIRST, _FIRST_LOCKED = "ORDER BY id LIMIT 1", "ORDER BY id LIMIT 1 FOR UPDATE"
+_INACTIVE = "this payment method is inactive"
 
 
 def account_of(*, customer_id: int) -> Account | None:
@@ -26,6 +27,32 @@ def account_lock(*, customer_id: int) -> Account | None:
     return sql.first(rows)
 
 
+def account_lock_to_pay(
+    *, customer_id: int, method_id: int
+) -> tuple[Account | None, str | None]:
+    """Lock the customer's account and the method it is to pay with, in one round
+    trip; return the account and why the method cannot pay (None: it can).
+
+    Both rows are locked, so a payment that waited for them sees what committed
+    meanwhile (a balance spent, the method deactivated) as it now is."""
+    methods = sql.table_of(PaymentMethod)
+    found = sql.fetch(
+        f"SELECT {sql.columns(Account)}, {methods}.active "
+        f"FROM {sql.table_of(Account)} JOIN {methods} "
+        f"ON {methods}.account_id = {sql.table_of(Account)}.id AND {methods}.id = %s "
+        f"WHERE {sql.table_of(Account)}.customer_id = %s FOR UPDATE",
+        [method_id, customer_id],
+    )
+    if not found:  # no account, or not one of its methods: say which
+        account = account_lock(customer_id=customer_id)
+        return account, payment_method_usable(
+            customer_id=customer_id, method_id=method_id
+        )
+    [row] = found
+    why_not = None if row[-1] else _INACTIVE
+    return sql.instance(Account, row), why_not
+
+
 def payment_method_usable(*, customer_id: int, method_id: int) -> str | None:
     """None if the customer may pay with this method now, else why not."""
     method = sql.first(
@@ -39,7 +66,7 @@ def payment_method_usable(*, customer_id: int, method_id: int) -> str | None:
     if method is None:
         return "not one of your payment methods"
     if not method.active:
-        return "this payment method is inactive"
+        return _INACTIVE
     return None
 
 

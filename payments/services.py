@@ -83,8 +83,7 @@ def _take(order_ref, customer_id, method_id, amount, status) -> Payment:
         return existing  # taken by an earlier delivery
     # Lock first, then read: a method deactivated or a balance spent by a transaction
     # that committed while this one waited for the lock is seen as it now is.
-    account = selectors.account_lock(customer_id=customer_id)
-    why_not = selectors.payment_method_usable(
+    account, why_not = selectors.account_lock_to_pay(
         customer_id=customer_id, method_id=method_id
     )
     if account is None or why_not:

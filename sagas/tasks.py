@@ -25,7 +25,9 @@ def relay_outbox() -> int:
     return relay.outbox_relay(min_age=timedelta(seconds=2))
 
 
-@shared_task(name="sagas.recover_sagas", send_events=False)
+# Every few seconds: no result row each time (the cleaning tasks and reconciliation,
+# hourly or rarer, keep theirs for operators to read).
+@shared_task(name="sagas.recover_sagas", ignore_result=True, send_events=False)
 def recover_sagas() -> int:
     return recovery.sagas_recover()
 

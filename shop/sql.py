@@ -37,18 +37,26 @@ def select(model: type[models.Model], where: str, params, *, tail: str = "") -> 
 
 def instances(model: type[models.Model], sql: str, params) -> list:
     """The rows of ``sql``, which selects ``columns(model)`` first, as instances."""
+    return [instance(model, row) for row in fetch(sql, params)]
+
+
+def fetch(sql: str, params) -> list[tuple]:
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        rows = cursor.fetchall()
-    width, convert = len(model._meta.concrete_fields), _converters(model)
-    found = []
-    for row in rows:
-        values = list(row[:width])
-        for index, from_db in convert:
-            if values[index] is not None:
-                values[index] = from_db(values[index], None, connection)
-        found.append(model.from_db(connection.alias, None, values))
-    return found
+        return cursor.fetchall()
+
+
+def instance(model: type[models.Model], row, start: int = 0) -> models.Model:
+    """The model's instance from ``row``, its ``columns(model)`` from ``start`` on."""
+    values = list(row[start : start + width(model)])
+    for index, from_db in _converters(model):
+        if values[index] is not None:
+            values[index] = from_db(values[index], None, connection)
+    return model.from_db(connection.alias, None, values)
+
+
+def width(model: type[models.Model]) -> int:
+    return len(model._meta.concrete_fields)
 
 
 @cache

@@ -1,0 +1,143 @@
+"""The hot path's hand-written reads (shop.sql) against the ORM's: the same rows, every
+field converted alike, and the row locks they promise, seen from a second session."""
+
+import contextlib
+from decimal import Decimal
+
+import psycopg2
+import pytest
+from django.db import connection, transaction
+from django.utils import timezone
+
+from inventory import selectors as inventory_selectors
+from inventory.models import Product, ReservationStatus, StockReservation
+from inventory.services import stock_reserve
+from inventory.tests.factories import product_make
+from orders import selectors as orders_selectors
+from orders.models import Order, Shipment
+from orders.services import shipment_create
+from orders.tests.factories import order_make
+from payments import selectors as payments_selectors
+from payments.models import Account, PaymentMethod
+from payments.services import payment_method_deactivate
+from payments.tests.factories import customer_make, method_make
+from sagas import selectors as saga_selectors
+from sagas.models import OutboxMessage, Saga, SagaStep
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def fields(instance) -> dict:
+    return {
+        f.attname: getattr(instance, f.attname) for f in type(instance)._meta.fields
+    }
+
+
+@pytest.fixture
+def placed():
+    product_make(sku="TEA", price="12.50", units=10)
+    user, method = customer_make(balance="100.00")
+    order = order_make(customer=user, payment_method_id=method.pk)
+    return user, method, order
+
+
+def test_the_step_paths_reads_give_what_the_orm_gives(placed):
+    user, method, order = placed
+    saga = Saga.objects.get(pk=order.saga_id)
+    stock_reserve(order_ref=order.pk, lines=[("TEA", 2)])
+    shipment_create(order_id=order.pk)
+
+    with transaction.atomic():
+        locked = saga_selectors.saga_lock(saga_id=saga.pk, statement_timeout=3)
+        assert fields(locked) == fields(saga)  # its JSON context decoded, its times
+        assert locked.context["total"] == "25.00"
+        assert [fields(s) for s in saga_selectors.saga_steps(saga=saga)] == [
+            fields(s) for s in SagaStep.objects.filter(saga=saga).order_by("index")
+        ]
+        account, why_not = payments_selectors.account_lock_to_pay(
+            customer_id=user.pk, method_id=method.pk
+        )
+        assert (fields(account), why_not) == (
+            fields(Account.objects.get(customer=user)),
+            None,
+        )
+        assert account.balance == Decimal("100.00")
+        [held] = inventory_selectors.reservations_lock(
+            order_ref=order.pk, status=ReservationStatus.HELD
+        )
+        assert fields(held) == fields(StockReservation.objects.get())
+        assert fields(held.product) == fields(Product.objects.get(sku="TEA"))
+        assert fields(orders_selectors.order_lock(order_id=order.pk)) == fields(
+            Order.objects.get()
+        )
+        assert fields(orders_selectors.shipment_of(order_id=order.pk)) == fields(
+            Shipment.objects.get()
+        )
+    [claimed] = saga_selectors.outbox_claim(
+        model=OutboxMessage, now=timezone.now(), limit=10
+    )
+    assert fields(claimed) == fields(OutboxMessage.objects.get())
+
+
+def test_a_missing_order_is_refused_as_the_orm_would():
+    with pytest.raises(Order.DoesNotExist):
+        orders_selectors.order_lock(order_id=10**12)
+
+
+def test_paying_says_why_a_method_cannot(placed):
+    user, method, _ = placed
+    _, others_method = customer_make(username="bob")
+    payment_method_deactivate(customer_id=user.pk, method_id=method.pk)
+    spare = method_make(customer_id=user.pk)
+
+    def pay(customer, method_id):
+        with transaction.atomic():
+            account, why_not = payments_selectors.account_lock_to_pay(
+                customer_id=customer.pk, method_id=method_id
+            )
+            return account and account.customer_id, why_not
+
+    assert pay(user, spare.pk) == (user.pk, None)
+    assert pay(user, method.pk) == (user.pk, "this payment method is inactive")
+    assert pay(user, others_method.pk) == (user.pk, "not one of your payment methods")
+    assert pay(user, 10**12) == (user.pk, "not one of your payment methods")
+    nobody = type(user).objects.create(username="nobody")
+    assert pay(nobody, spare.pk)[0] is None
+
+
+def test_paying_locks_the_account_and_the_method(placed):
+    user, method, _ = placed
+    with transaction.atomic():
+        payments_selectors.account_lock_to_pay(customer_id=user.pk, method_id=method.pk)
+        assert locked_elsewhere(Account, Account.objects.get(customer=user).pk)
+        # A deactivation waits for the payment: it cannot slip in between.
+        assert locked_elsewhere(PaymentMethod, method.pk)
+
+
+def test_settling_locks_the_reservations_and_their_products(placed):
+    _, _, order = placed
+    stock_reserve(order_ref=order.pk, lines=[("TEA", 2)])
+    with transaction.atomic():
+        [held] = inventory_selectors.reservations_lock(
+            order_ref=order.pk, status=ReservationStatus.HELD
+        )
+        assert locked_elsewhere(StockReservation, held.pk)
+        assert locked_elsewhere(Product, held.product_id)
+    assert not locked_elsewhere(Product, held.product_id)
+
+
+def locked_elsewhere(model, pk) -> bool:
+    """Does another session find the row locked (FOR UPDATE NOWAIT refused)?"""
+    params = connection.get_connection_params()
+    other = psycopg2.connect(**params)
+    with contextlib.closing(other), other.cursor() as cursor:
+        try:
+            cursor.execute(
+                f"SELECT 1 FROM {model._meta.db_table} WHERE id = %s FOR UPDATE NOWAIT",
+                [pk],
+            )
+        except psycopg2.errors.LockNotAvailable:
+            return True
+        finally:
+            other.rollback()
+    return False
