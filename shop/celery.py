@@ -46,14 +46,19 @@ app.steps["consumer"].add(tracing.BindHeadersOnReceipt)
 
 
 @setup_logging.connect
-def configure_logging(**kwargs) -> None:
+def configure_logging(loglevel=None, **kwargs) -> None:
     """Workers and beat log as every process does (settings.LOGGING, LOG_FORMAT),
-    not with handlers of Celery's own."""
+    not with handlers of Celery's own, at the level their command line asks for
+    (``-l``: `make run` asks for info, the bench for warning)."""
+    import logging
+
     from django.conf import settings
 
     from shop.observability.logs import configure
 
     configure(settings.LOGGING)
+    if loglevel:
+        logging.getLogger().setLevel(loglevel)
 
 
 @beat_init.connect

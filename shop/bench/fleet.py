@@ -1,6 +1,7 @@
 """The processes a benchmark runs against: Celery workers, the outbox relay and beat,
 as `make run` starts them, with their output in one log file."""
 
+import contextlib
 import os
 import sys
 import time
@@ -9,7 +10,11 @@ from pathlib import Path
 
 import psutil
 
-from shop.devenv import BASE, BIN, WORKER_QUEUES, Supervisor
+from shop.devenv import BASE, BIN, RUN, WORKER_QUEUES, PidFile, Supervisor
+
+# The running fleet's pids: an interrupted bench's processes are found and stopped by
+# the next one (they would otherwise take its messages, running older code).
+PIDS = RUN / "bench-pids"
 
 
 @dataclass(frozen=True)
@@ -29,12 +34,17 @@ class Fleet:
         self.options = options
         self.log_dir = log_dir
         env = {
+            # Warnings only, as the peers log: the bench measures the sagas, not a
+            # line per task (`make run` logs them at info).
+            "LOG_LEVEL": "WARNING",
             **os.environ,
             "CELERY_WORKER_SEND_TASK_EVENTS": "true" if options.events else "false",
         }
         log_dir.mkdir(parents=True, exist_ok=True)
         self.log = log_dir / "fleet.log"
-        self.supervisor = Supervisor(self._commands(), log=self.log, env=env)
+        self.supervisor = Supervisor(
+            self._commands(), log=self.log, env=env, pid_dir=PIDS
+        )
 
     def _commands(self) -> dict[str, list[str]]:
         celery = str(BIN / "celery")
@@ -60,6 +70,7 @@ class Fleet:
         ]  # fmt: skip
 
     def start(self) -> "Fleet":
+        stop_leftovers()
         self.supervisor.start()
         self._wait_ready()
         return self
@@ -124,3 +135,18 @@ def process_cpu(pid: int) -> float:
     except psutil.Error:
         return 0.0
     return total
+
+
+def stop_leftovers(directory: Path = PIDS) -> list[int]:
+    """Stop what an earlier, interrupted bench left running (each pid checked to be
+    that very process), with its pool; return their pids."""
+    stopped = []
+    for path in sorted(directory.glob("[!.]*")) if directory.exists() else []:
+        record = PidFile(directory, path.name)
+        if (process := record.process()) is not None:
+            for member in [process, *process.children(recursive=True)]:
+                with contextlib.suppress(psutil.Error):
+                    member.kill()
+            stopped.append(process.pid)
+        record.remove()
+    return stopped

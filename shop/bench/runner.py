@@ -11,7 +11,7 @@ from django.db import connection
 from tqdm import tqdm
 
 from orders.reconcile import reconcile
-from sagas.models import ENDED_STATUSES, Saga, SagaStatus
+from sagas.models import ENDED_STATUSES, Saga, SagaEvent, SagaEventKind, SagaStatus
 from shop.bench import counters
 from shop.bench.fleet import Fleet
 from shop.bench.workload import Shop, place
@@ -30,6 +30,7 @@ class Run:
     place_seconds: float = 0.0
     latencies_ms: list[float] = field(default_factory=list, repr=False)
     outcomes: dict[str, int] = field(default_factory=dict)
+    recovered: int = 0  # sagas whose lost work the recovery sweep sent again
     costs: dict = field(default_factory=dict)
     worker_rss_start: int = 0
     worker_rss_end: int = 0
@@ -57,6 +58,7 @@ class Run:
             **{f"p{q}_ms": round(self.percentile(q), 1) for q in (50, 95, 99)},
             "max_ms": round(max(self.latencies_ms, default=float("nan")), 1),
             "outcomes": self.outcomes,
+            "recovered": self.recovered,
             "costs": self.costs,
             "worker_rss_start_mb": round(self.worker_rss_start / 2**20, 1),
             "worker_rss_end_mb": round(self.worker_rss_end / 2**20, 1),
@@ -164,6 +166,15 @@ class Bench:
         )
         ends = {pk: finished.timestamp() for pk, _, finished in rows if finished}
         run.outcomes = dict(Counter(status for _, status, _ in rows))
+        # Work the recovery sweep had to send again: it was lost on its way.
+        run.recovered = (
+            SagaEvent.objects.filter(
+                saga_id__in=list(submitted), kind=SagaEventKind.RECOVERED
+            )
+            .values("saga_id")
+            .distinct()
+            .count()
+        )
         run.latencies_ms = [(ends[pk] - t) * 1000 for pk, t in submitted.items()]
         run.wall_seconds = max(ends.values()) - min(submitted.values())
 

@@ -4,6 +4,7 @@ database first)."""
 import json
 import os
 import platform
+import signal
 import time
 from pathlib import Path
 
@@ -76,6 +77,10 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options) -> None:
+        # A bench stopped by a signal stops its workers, relay and beat too (the
+        # finally below): left running, they would take the next bench's messages.
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, _interrupted)
         if options["serial"] < 0:
             raise CommandError("--serial must be 0 or more")
         out = Path(options["out"])
@@ -169,7 +174,12 @@ class Command(BaseCommand):
             f"{_num(costs['task_messages']):>5} "
             f"{run['worker_rss_start_mb']:>5.0f}>{run['worker_rss_end_mb']:<5.0f}  "
             f"{run['outcomes']}"
+            + (f", {run['recovered']} recovered" if run["recovered"] else "")
         )
+
+
+def _interrupted(signum, frame):
+    raise KeyboardInterrupt(f"stopped by signal {signum}")
 
 
 def _num(value) -> str:
