@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import requests
+
 from shop.devenv import WORKER_QUEUES, redis_command
 
 BASE = Path(__file__).resolve().parent.parent
@@ -93,6 +95,23 @@ class Cluster:
         ]
         self._spawn("web", command, ready="Booting worker")
         return f"http://127.0.0.1:{port}"
+
+    def start_flower(self, port: int) -> str:
+        """Flower as `make run` starts it, on ``port``; return its base URL. Its
+        credentials are FLOWER_BASIC_AUTH in the cluster's environment; it hears of
+        tasks only from workers that send events (CELERY_WORKER_SEND_TASK_EVENTS)."""
+        command = [
+            str(BIN / "celery"),
+            "-A",
+            "shop",
+            "flower",
+            "--address=127.0.0.1",
+            f"--port={port}",
+        ]
+        self._spawn("flower", command, ready="Visit me at")
+        url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: _answers(url), timeout=30, what="Flower to listen")
+        return url
 
     def start_beat(self) -> None:
         command = [
@@ -391,3 +410,12 @@ def wait_until(
         time.sleep(interval)
     detail = on_timeout() if on_timeout else ""
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}\n{detail}")
+
+
+def _answers(url: str) -> bool:
+    """Does an HTTP server answer at ``url`` (with any status)?"""
+    try:
+        requests.get(url, timeout=2)
+    except requests.RequestException:
+        return False
+    return True
