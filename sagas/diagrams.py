@@ -200,9 +200,10 @@ COMPENSATING = ("#fbeed9", "#c97a00")  # the undo path on a timeline
 
 def document(width: float, height: float, title: str, parts, **attributes) -> str:
     """An SVG drawing of ``width`` x ``height`` units, titled (what a screen reader
-    says), made of ``parts``; ``attributes`` (escaped) go on its root element."""
+    says), made of ``parts``; ``attributes`` (escaped) go on its root element,
+    Python's spelling made SVG's (``class_`` is ``class``, ``data_x`` is ``data-x``)."""
     extra = "".join(
-        f' {name.replace("_", "-")}="{escape(str(value))}"'
+        f' {name.rstrip("_").replace("_", "-")}="{escape(str(value))}"'
         for name, value in attributes.items()
     )
     return (

@@ -69,6 +69,14 @@ def test_a_saga_of_a_few_ms_is_drawn_to_one_scale():
     assert ticks[:2] == ["0", "1 ms"]
 
 
+def test_the_drawing_carries_its_class_and_its_times_as_attributes():
+    drawing = drawn(path(Lane("s0", "charge", Phase.ACTION, 0, [done(0, 1, 2)]), end=3))
+
+    assert drawing.get("class") == "saga-timeline"  # what pages and tests select
+    assert drawing.get("data-start") and drawing.get("data-end")
+    assert drawing.get("class-") is None
+
+
 def test_a_long_wait_is_cut_out_so_the_ms_long_steps_still_show():
     minutes = 4 * 60_000
     first = Lane("s0", "charge", Phase.ACTION, 0, [done(0, 1, 6)])
