@@ -35,22 +35,41 @@ def account_lock_to_pay(
 
     Both rows are locked, so a payment that waited for them sees what committed
     meanwhile (a balance spent, the method deactivated) as it now is."""
-    methods = sql.table_of(PaymentMethod)
-    found = sql.fetch(
-        f"SELECT {sql.columns(Account)}, {methods}.active "
-        f"FROM {sql.table_of(Account)} JOIN {methods} "
-        f"ON {methods}.account_id = {sql.table_of(Account)}.id AND {methods}.id = %s "
-        f"WHERE {sql.table_of(Account)}.customer_id = %s FOR UPDATE",
-        [method_id, customer_id],
-    )
+    found = _lock_account_and_method(customer_id, method_id)
     if not found:  # no account, or not one of its methods: say which
         account = account_lock(customer_id=customer_id)
         return account, payment_method_usable(
             customer_id=customer_id, method_id=method_id
         )
     [row] = found
-    why_not = None if row[-1] else _INACTIVE
-    return sql.instance(Account, row), why_not
+    account = sql.instance(Account, row)
+    method = sql.instance(PaymentMethod, row, start=sql.width(Account))
+    return account, None if method.active else _INACTIVE
+
+
+def payment_method_lock(*, customer_id: int, method_id: int) -> PaymentMethod | None:
+    """Lock one of the customer's methods, with its account first, as a payment
+    locks them: a payment and a deactivation take the two rows in one order and
+    never deadlock. None if it is not one of theirs."""
+    found = _lock_account_and_method(customer_id, method_id)
+    return (
+        sql.instance(PaymentMethod, found[0], start=sql.width(Account))
+        if found
+        else None
+    )
+
+
+def _lock_account_and_method(customer_id: int, method_id: int) -> list[tuple]:
+    """The account, then the method (FOR UPDATE locks a join's rows in the order of
+    its FROM list), in one statement; no row if the method is not the customer's."""
+    accounts, methods = sql.table_of(Account), sql.table_of(PaymentMethod)
+    return sql.fetch(
+        f"SELECT {sql.columns(Account)}, {sql.columns(PaymentMethod)} "
+        f"FROM {accounts} JOIN {methods} "
+        f"ON {methods}.account_id = {accounts}.id AND {methods}.id = %s "
+        f"WHERE {accounts}.customer_id = %s FOR UPDATE",
+        [method_id, customer_id],
+    )
 
 
 def payment_method_usable(*, customer_id: int, method_id: int) -> str | None:

@@ -56,12 +56,9 @@ def payment_method_create(*, customer_id: int, label: str) -> PaymentMethod:
 def payment_method_deactivate(
     *, customer_id: int, method_id: int
 ) -> PaymentMethod | None:
-    """Deactivate one of the customer's methods; None if it is not theirs."""
-    method = (
-        PaymentMethod.objects.select_for_update()
-        .filter(pk=method_id, account__customer_id=customer_id)
-        .first()
-    )
+    """Deactivate one of the customer's methods; None if it is not theirs. Its rows
+    are locked as a payment locks them (the account, then the method)."""
+    method = selectors.payment_method_lock(customer_id=customer_id, method_id=method_id)
     if method is not None and method.active:
         method.active = False
         method.save(update_fields=["active", "updated_at"])

@@ -5,10 +5,11 @@ import logging
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import connection, models
+from django.db import models
 from django.utils import timezone
 
 from sagas.models import Saga, SagaEvent, SagaEventKind, SagaStatus
+from shop import sql
 
 logger = logging.getLogger("sagas")
 
@@ -28,38 +29,20 @@ def save(saga: Saga, *fields: str) -> None:
 
 
 def save_together(*changes: tuple[models.Model, tuple[str, ...]]) -> None:
-    """Save the ``fields`` of several rows in one statement (one round trip): every
-    UPDATE but the last runs as a data-modifying CTE of it. A saga's ``updated_at``
-    is always saved, as ``save`` does.
+    """Save the ``fields`` of several rows in one statement (shop.sql.update_many).
+    A saga's ``updated_at`` is always saved, as ``save`` does.
 
     A step that succeeded changes its own row, the next step's and the saga's; saved
     one by one, that is three round trips inside the step's transaction."""
-    statements, params = [], []
-    for instance, fields in changes:
-        if isinstance(instance, Saga):
-            fields = (*fields, "updated_at")
-        sql, values = _update(instance, fields)
-        statements.append(sql)
-        params += values
-    *before, last = statements
-    ctes = ", ".join(f"u{n} AS ({sql})" for n, sql in enumerate(before))
-    with connection.cursor() as cursor:
-        cursor.execute(f"WITH {ctes} {last}" if ctes else last, params)
-
-
-def _update(instance: models.Model, fields: tuple[str, ...]) -> tuple[str, list]:
-    quote, meta = connection.ops.quote_name, instance._meta
-    columns, values = [], []
-    for name in fields:
-        field = meta.get_field(name)
-        value = field.pre_save(instance, add=False)  # auto_now fields: now
-        columns.append(f"{quote(field.column)} = %s")
-        values.append(field.get_db_prep_save(value, connection))
-    sql = (
-        f"UPDATE {quote(meta.db_table)} SET {', '.join(columns)} "
-        f"WHERE {quote(meta.pk.column)} = %s"
+    sql.update_many(
+        *(
+            (
+                instance,
+                (*fields, "updated_at") if isinstance(instance, Saga) else fields,
+            )
+            for instance, fields in changes
+        )
     )
-    return sql, [*values, instance.pk]
 
 
 def mark_sent(

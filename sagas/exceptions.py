@@ -21,7 +21,13 @@ class StepError(SagaError):
 
 
 class BusinessError(StepError):
-    pass
+    """A refusal (insufficient stock or balance, an unserved destination). Its words
+    are for its customer (``str``: the order's cancel reason) and the saga's staff
+    record; its ``repr``, which log lines show (Celery's "raised expected: ..."),
+    names the refusal only, so amounts and balances stay out of the logs."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
 
 
 class TransientError(StepError):

@@ -152,7 +152,8 @@ class Ended:
 
     @property
     def completion_rate(self) -> float | None:
-        """The share that completed; the rest were undone."""
+        """The share that completed; the rest were undone. A FAILED saga has not
+        ended (an operator may take it up): the dashboard shows it apart."""
         return self.completed / self.total if self.total else None
 
 

@@ -168,7 +168,9 @@ def _step_failed(saga, step, phase, failure: Failure, attempt) -> None:
             "phase": phase,
             "kind": str(failure.kind),
             "error_class": failure.error_class,
-            "error": failure.reason,
+            # A refusal's words name the customer's amounts: they stay on the saga
+            # (for staff), out of the logs. An outage's or a bug's are logged.
+            "error": "" if failure.kind is FailureKind.BUSINESS else failure.reason,
             "attempt": attempt,
             **_ids(saga, step),
         },
@@ -194,23 +196,39 @@ def _step_retried(saga, step, phase, attempt, countdown) -> None:
     )
 
 
-def reaction_retried(name: str, mode: str, step: str, error: BaseException) -> None:
+def reaction_retried(
+    name: str,
+    mode: str,
+    step: str,
+    error: BaseException,
+    *,
+    phase: str,
+    refused: bool = False,
+) -> None:
     """A choreographed reaction failed (rolled back whole) and is sent again: there
     is no saga row at hand, nor a transaction, and the correlation context (its
-    task's headers) says which saga."""
-    timeout = isinstance(error, TIMEOUT_ERRORS)
-    labels = (name, mode, step, str(Phase.ACTION))
+    task's headers) says which saga. ``phase``: what the reaction does (its step's
+    work, its undo, the end); ``refused``: a refusal past the pivot, tried again."""
+    if refused:
+        kind = FailureKind.BUSINESS
+    elif isinstance(error, TIMEOUT_ERRORS):
+        kind = FailureKind.TIMEOUT
+    else:
+        kind = FailureKind.TRANSIENT
+    labels = (name, mode, step, str(phase))
     STEP_RETRIES.labels(*labels).inc()
-    if timeout:
+    STEP_FAILURES.labels(*labels, kind).inc()
+    if kind is FailureKind.TIMEOUT:
         STEP_TIMEOUTS.labels(*labels).inc()
     logger.warning(
         "saga.step.retry",
         extra={
             "saga": name,
-            "phase": str(Phase.ACTION),
-            "kind": str(FailureKind.TIMEOUT if timeout else FailureKind.TRANSIENT),
+            "phase": str(phase),
+            "kind": str(kind),
             "error_class": type(error).__name__,
-            "error": str(error)[:2000],
+            # A refusal's words name the customer's amounts: kept out of the logs.
+            "error": "" if refused else str(error)[:2000],
         },
     )
 
@@ -250,8 +268,24 @@ class OutboxBacklog:
     query over the outboxes' partial index of pending rows)."""
 
     def collect(self):
+        from django.db import DatabaseError
+
         from sagas import selectors  # it imports sagas.models, which imports this
 
+        up = GaugeMetricFamily(
+            "saga_outbox_up",
+            "1 if the outboxes could be measured now (the database answered).",
+        )
+        try:
+            measured = selectors.outbox_backlog()
+        except DatabaseError:
+            # The database is away: every counter still answers, which may be
+            # what tells why; the backlog is unknown, and says so.
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
         backlog = GaugeMetricFamily(
             "saga_outbox_backlog", "Outbox rows not yet published.", labels=["app"]
         )
@@ -261,7 +295,7 @@ class OutboxBacklog:
             labels=["app"],
         )
         now = timezone.now()
-        for app, pending, since in selectors.outbox_backlog():
+        for app, pending, since in measured:
             backlog.add_metric([app], pending)
             age = (now - since).total_seconds() if since else 0.0
             oldest.add_metric([app], max(age, 0.0))

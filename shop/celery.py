@@ -5,7 +5,7 @@ import os
 from celery import Celery
 from celery.app.events import Events
 from celery.events.dispatcher import EventDispatcher
-from celery.signals import beat_init, setup_logging, task_postrun, task_prerun
+from celery.signals import setup_logging, task_postrun, task_prerun
 
 from sagas.messaging import tracing
 from shop import brokers
@@ -59,13 +59,6 @@ def configure_logging(loglevel=None, **kwargs) -> None:
     configure(settings.LOGGING)
     if loglevel:
         logging.getLogger().setLevel(loglevel)
-
-
-@beat_init.connect
-def beat_sends_no_task_events(sender, **kwargs) -> None:
-    """Everything beat sends is upkeep, every few seconds: Flower is not told (nor
-    are the tasks, which send no events of their own: ``send_events=False``)."""
-    sender.app.conf.task_send_sent_event = False
 
 
 @task_prerun.connect

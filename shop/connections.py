@@ -26,10 +26,14 @@ def close_dead_connections(**kwargs) -> None:
 def _ended(raw) -> bool:
     if raw.closed:
         return True
+    # poll, not select: select cannot watch a descriptor numbered 1024 or more, and
+    # a web process with many clients has such descriptors.
+    watch = select.poll()
     try:
-        readable, _, _ = select.select([raw.fileno()], [], [], 0)
+        watch.register(raw.fileno(), select.POLLIN | select.POLLERR | select.POLLHUP)
+        ready = watch.poll(0)
     except (OSError, ValueError):
         return True
     # Anything to read on an idle connection is its end (or, rarely, a notice: then
     # a new connection costs only its setup).
-    return bool(readable)
+    return bool(ready)

@@ -835,18 +835,58 @@ def _against_system(command: str, *args: str, log: Path | None = None) -> int:
 
 def cmd_bench(args: list[str]) -> int:
     """The benchmark, on a database of its own made afresh (the system's is left
-    alone), with workers, relay and beat of its own (`manage.py bench`)."""
+    alone), with workers, relay and beat of its own (`manage.py bench`), one bench
+    per database at a time."""
     servers = prepare()
-    # Its queues too: a `make run` on the same broker is left alone.
-    os.environ.setdefault("CELERY_BROKER_KEYPREFIX", "bench:")
+    name = os.environ.get("BENCH_DATABASE", f"{DB_NAME}_bench")
+    # Queues of its own, new for each run: a `make run` on the same broker is left
+    # alone, and nothing an interrupted bench left queued reaches this one.
+    os.environ.setdefault("CELERY_BROKER_KEYPREFIX", f"bench{os.getpid()}:")
     try:
-        name = _fresh_database(os.environ.get("BENCH_DATABASE", f"{DB_NAME}_bench"))
-        env = {**os.environ, "DATABASE_NAME": name}
-        manage("migrate", "--noinput", env=env, stdout=subprocess.DEVNULL)
-        bench = [PYTHON, str(BASE / "manage.py"), "bench", *args]
-        return subprocess.run(bench, cwd=BASE, env=env).returncode
+        with bench_lock(name):
+            _fresh_database(name)
+            env = {**os.environ, "DATABASE_NAME": name, "BENCH_LOCKED": "1"}
+            manage("migrate", "--noinput", env=env, stdout=subprocess.DEVNULL)
+            bench = [PYTHON, str(BASE / "manage.py"), "bench", *args]
+            return _run_to_the_end(bench, env=env)
     finally:
         release(servers)
+
+
+@contextlib.contextmanager
+def bench_lock(database: str):
+    """Hold the lock of the benches on ``database`` (one runs at a time: the next
+    would drop its database and stop its workers), or refuse."""
+    import fcntl
+
+    RUN.mkdir(exist_ok=True)
+    with open(RUN / f"bench-{database}.lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DevenvError(
+                f"another bench runs on database {database}; wait for it, or set "
+                "BENCH_DATABASE"
+            ) from None
+        yield
+
+
+def _run_to_the_end(command: list[str], *, env: dict) -> int:
+    """Run ``command`` and wait for it to finish, however it is stopped: Ctrl-C
+    reaches it from the terminal (this process ignores it, so as not to kill it
+    halfway through its own clean-up), a SIGTERM here is passed on to it."""
+    proc = subprocess.Popen(command, cwd=BASE, env=env)
+    previous = {
+        signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN),
+        signal.SIGTERM: signal.signal(
+            signal.SIGTERM, lambda signum, _: proc.send_signal(signum)
+        ),
+    }
+    try:
+        return proc.wait()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _fresh_database(name: str) -> str:

@@ -21,6 +21,20 @@ def is_production(mode: str) -> bool:
     return mode == "production"
 
 
+# A scraper's token, as long as Django asks a SECRET_KEY to be, less the variety.
+METRICS_TOKEN_MIN_LENGTH = 32
+
+
+def refuse_weak_metrics_token(token: str) -> None:
+    """No token is no metrics (fine); a short one would be guessed."""
+    if token and len(token) < METRICS_TOKEN_MIN_LENGTH:
+        raise ImproperlyConfigured(
+            f"METRICS_TOKEN is too short for production mode: it needs at least "
+            f"{METRICS_TOKEN_MIN_LENGTH} characters; make one with: python -c "
+            "'import secrets; print(secrets.token_urlsafe(32))'"
+        )
+
+
 def refuse_unsafe_settings(*, debug: bool, secret_key: str) -> None:
     """Raise ImproperlyConfigured for DEBUG on, or a SECRET_KEY that `manage.py check
     --deploy` would call weak (Django's own limits: security.W009)."""

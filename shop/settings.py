@@ -132,7 +132,8 @@ SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=PRODUCTION)
 CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=PRODUCTION)
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=PRODUCTION)
 # Load balancers probe the web process itself, over plain HTTP.
-SECURE_REDIRECT_EXEMPT = [r"^api/health/$"]
+# Load balancers and Prometheus reach these over plain HTTP inside the network.
+SECURE_REDIRECT_EXEMPT = [r"^api/health/$", r"^metrics$"]
 SECURE_HSTS_SECONDS = env.int(
     "SECURE_HSTS_SECONDS", default=365 * 24 * 3600 if PRODUCTION else 0
 )
@@ -250,7 +251,10 @@ CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT = 10.0
 CELERY_WORKER_SEND_TASK_EVENTS = env.bool(
     "CELERY_WORKER_SEND_TASK_EVENTS", default=True
 )
-CELERY_TASK_SEND_SENT_EVENT = CELERY_WORKER_SEND_TASK_EVENTS  # beat sends none
+# No task-sent events: one more broker message for every task a process sends, and
+# Flower learns of a task when a worker takes it (a probe sent by the recovery sweep
+# would otherwise show there as PENDING for good).
+CELERY_TASK_SEND_SENT_EVENT = False
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # The fixup would otherwise open a new database connection for every task.
 CELERY_DB_REUSE_MAX = 10_000
@@ -343,3 +347,5 @@ LOGGING = logs.logging_config(
 # Worker processes' metrics add up in the web's answer when PROMETHEUS_MULTIPROC_DIR
 # names a directory shared by them all (`make run` sets it).
 METRICS_TOKEN = env("METRICS_TOKEN", default="")
+if PRODUCTION:
+    production.refuse_weak_metrics_token(METRICS_TOKEN)

@@ -32,9 +32,11 @@ PACKAGES = ["chromium", "fonts-liberation"]
 APT_ENV = {"DEBIAN_FRONTEND": "noninteractive"}
 # Waits for another apt-get or dpkg run (another checkout's tests, a person's) to
 # finish rather than fail at once on its lock.
-APT_LOCK_WAIT = ["-o", "DPkg::Lock::Timeout=300"]
+APT_LOCK_WAIT = ["-o", "DPkg::Lock::Timeout=120"]
 INSTALL_LOCK = Path(tempfile.gettempdir()) / "sagashop-chromium-install.lock"
-UPDATE_SECONDS, INSTALL_SECONDS = 180, 300
+# Each longer than apt's own wait for its lock (it gives up first, cleanly, rather
+# than being killed halfway through an install), all within the module's timeout.
+UPDATE_SECONDS, INSTALL_SECONDS = 240, 300
 # Headless as root: no sandbox (it refuses root), no GPU; nothing that calls home, as
 # the machine's closed network refuses those connections, many at a time. Playwright
 # gives every launch a fresh profile (user data directory) of its own.

@@ -45,7 +45,9 @@ from tests.test_faults import restart_worker_without_faults
 # tests write nothing: their database mark (which has the test database made) wraps
 # each in a transaction that is rolled back, and leaves the module's purchases,
 # committed before, in place.
-pytestmark = [pytest.mark.faults, pytest.mark.timeout(1200), pytest.mark.django_db]
+# Up to 30 minutes for the first test, whose set-up may wait out another install of
+# Chromium and then make its own (each step bounded: tests/browser.py).
+pytestmark = [pytest.mark.faults, pytest.mark.timeout(1800), pytest.mark.django_db]
 
 PASSWORD = "browser-test-password-4711"
 FLOWER_USER, FLOWER_PASSWORD = "flower", "flower-test-password-0815"

@@ -408,6 +408,15 @@ def test_no_token_or_password_reaches_a_log(batch):
             assert secret not in text, process
 
 
+def test_a_refusal_tells_its_customer_why_but_keeps_the_amounts_out_of_the_logs(
+    batch,
+):
+    refused = batch.sagas["refused"]
+    assert "available" in refused.reason  # the customer reads it on the order
+    for process, text in batch.logs.items():
+        assert "available" not in text, process  # no balance in any line
+
+
 # TRACING -----------------------------------------------------------------------------
 
 

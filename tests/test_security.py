@@ -21,10 +21,12 @@ from tests.cluster import BASE, BIN, free_port, web_server
 pytestmark = pytest.mark.django_db(transaction=True)
 
 PASSWORD = "correct horse battery staple"
+METRICS_TOKEN = secrets.token_urlsafe(32)
 PRODUCTION = {
     "SHOP_ENV": "production",
     "SECRET_KEY": secrets.token_urlsafe(50),
     "DEBUG": None,
+    "METRICS_TOKEN": METRICS_TOKEN,
 }
 LIMIT = 64 * 1024
 
@@ -91,6 +93,9 @@ def test_check_deploy_finds_what_development_mode_leaves_off():
             id="djangos-default",
         ),
         pytest.param({"SHOP_ENV": "prod"}, "SHOP_ENV is 'prod'", id="mode-typo"),
+        pytest.param(
+            {"METRICS_TOKEN": "abc"}, "METRICS_TOKEN is too short", id="short-token"
+        ),
     ],
 )
 def test_production_mode_refuses_to_start(changes, says):
@@ -157,6 +162,17 @@ def test_the_health_check_answers_a_load_balancer_over_plain_http(production):
 
     assert response.status_code == 200
     assert "Strict-Transport-Security" not in response.headers  # HTTPS only
+
+
+def test_the_metrics_answer_a_scraper_over_plain_http(production):
+    response = requests.get(
+        f"{production}/metrics",
+        headers={"Authorization": f"Bearer {METRICS_TOKEN}"},
+        allow_redirects=False,
+    )
+
+    assert response.status_code == 200
+    assert "saga_outbox_backlog" in response.text
 
 
 # CSRF AND BODY SIZES -----------------------------------------------------------------

@@ -111,8 +111,14 @@ def _react(handler: Handler, definition, app, headers: dict, message: dict) -> N
     # sweep (FOR UPDATE SKIP LOCKED) passes over a saga while one of its reactions
     # runs, so it never takes work in progress for lost.
     saga = selectors.saga_lock(saga_id=headers.get("saga_id"))
-    if not accepted or saga is None or saga.status in ENDED_STATUSES:
-        # A copy of a message already handled, of no saga of ours, or one that
+    if (
+        not accepted
+        or saga is None
+        or (saga.name, saga.mode) != (handler.saga, Mode.CHOREOGRAPHY)
+        or saga.status in ENDED_STATUSES
+    ):
+        # A copy of a message already handled, of no saga of ours (another saga's,
+        # or one not choreographed: it must not be moved by reactions), or one that
         # came after its saga ended (and maybe after its barriers were cleaned):
         # there is nothing left to do.
         return

@@ -5,10 +5,10 @@ from celery import Task, shared_task
 from django.conf import settings
 
 from sagas import registry, telemetry
-from sagas.choreography import handlers
-from sagas.definitions import Mode
+from sagas.choreography import handlers, tracker
+from sagas.definitions import Mode, Phase
 from sagas.definitions.base import HARD_LIMIT_SLACK
-from sagas.definitions.choreography import END, Choreography
+from sagas.definitions.choreography import END, Choreography, Role
 from sagas.messaging.subscriptions import Subscription, subscribe
 
 
@@ -28,12 +28,22 @@ class ReactionTask(Task):
     max_retries = settings.SAGA_REACTION_RETRIES
     saga_name: str | None = None  # an app's reaction: the saga and step it works on
     saga_step: str | None = None
+    saga_phase: str | None = None  # and what it does there: act, undo, or end
 
     def on_retry(self, exc, task_id, args, kwargs, einfo) -> None:
         if self.saga_step is not None:
             telemetry.reaction_retried(
-                self.saga_name, Mode.CHOREOGRAPHY, self.saga_step, exc
+                self.saga_name,
+                Mode.CHOREOGRAPHY,
+                self.saga_step,
+                exc,
+                phase=self.saga_phase,
+                refused=isinstance(exc, handlers.RefusedAfterPivot),
             )
+
+
+# A reaction's role, as the engine's phases name it (metrics and logs say it alike).
+PHASES = {Role.ACT: Phase.ACTION, Role.UNDO: Phase.COMPENSATION, Role.END: Phase.END}
 
 
 @registry.compiler(Mode.CHOREOGRAPHY)
@@ -78,4 +88,13 @@ def reaction_task(handler: handlers.Handler, *, timeout: float) -> Task:
         time_limit=timeout + HARD_LIMIT_SLACK,
         saga_name=handler.saga,
         saga_step=handler.step,
+        saga_phase=PHASES[handler.role],
     )
+
+
+@shared_task(name="sagas.track", base=ReactionTask, queue="sagas")
+def track(message: dict) -> None:
+    """Kept for one release: an event sent to the tracker task before tracking moved
+    into the reactions' own transactions, still queued after the upgrade, is followed
+    all the same (no event is sent to it any more)."""
+    tracker.saga_track_message(message)

@@ -12,10 +12,11 @@ events, and tracking costs no message and no transaction of its own.
 from datetime import datetime
 
 from django.conf import settings
+from django.db import transaction
 
-from sagas import bookkeeping, telemetry
+from sagas import bookkeeping, registry, selectors, telemetry
 from sagas.bookkeeping import log
-from sagas.definitions import Phase
+from sagas.definitions import Mode, Phase
 from sagas.definitions.choreography import Choreography, Meaning
 from sagas.messaging.correlation import Emitted
 from sagas.models import (
@@ -205,12 +206,46 @@ def expect_next(saga: Saga, steps, definition: Choreography, *, at) -> None:
 
 
 def _saga_to(saga: Saga, status: str) -> None:
-    """Move the saga to ``status``, through COMPENSATING where an undone saga's
-    events came before the failure that started the undoing."""
+    """Move the saga to ``status``, through the status on the way there where its
+    records lag behind (an undone saga's events that came before its failure; a saga
+    still PENDING at its last step, as one whose earlier events a tracker from before
+    an upgrade had yet to read). A move its records cannot make is left to an
+    operator, flagged: the work the event announces has committed with it, and the
+    records must not undo that work."""
     if saga.status == status:
         return
+    before = saga.status
     try:
         saga.move_to(status)
+        return
     except InvalidTransition:
-        saga.move_to(SagaStatus.COMPENSATING)
+        pass
+    try:
+        saga.move_to(_ON_THE_WAY[status])
         saga.move_to(status)
+    except (InvalidTransition, KeyError):
+        saga.status = before
+        bookkeeping.flag(saga, f"its records cannot follow its events to {status}")
+
+
+_ON_THE_WAY = {
+    SagaStatus.COMPLETED: SagaStatus.RUNNING,
+    SagaStatus.COMPENSATED: SagaStatus.COMPENSATING,
+    SagaStatus.COMPENSATING: SagaStatus.RUNNING,
+    SagaStatus.RUNNING: SagaStatus.PENDING,
+}
+
+
+def saga_track_message(message: dict) -> None:
+    """Follow one event sent to the tracker task as a message: what a tracker task
+    was sent before tracking moved into the reactions, and still finds queued after
+    an upgrade. Moves are forward only, so an event followed twice changes nothing."""
+    headers = message.get("headers", {})
+    with transaction.atomic(durable=True):
+        saga = selectors.saga_lock(saga_id=headers.get("saga_id"))
+        if saga is None or saga.mode != Mode.CHOREOGRAPHY:
+            return
+        event = Emitted(message["topic"], message.get("payload", {}), headers)
+        at = datetime.fromisoformat(message["created_at"])
+        steps = selectors.saga_steps(saga=saga)
+        saga_track(saga, steps, registry.definition_of(saga), [event], at=at)

@@ -40,7 +40,10 @@ def add_saga_headers(headers: dict | None = None, **kwargs) -> None:
         return
     traced = correlation.traced()
     for key, value in traced.items():
-        headers.setdefault(key, value)
+        # Not the step at work here: the message is for another (a chain's next
+        # link, a reaction), which its worker names when it takes it (saga_step).
+        if key != "step":
+            headers.setdefault(key, value)
     annotate_span(traced)
 
 

@@ -14,7 +14,7 @@ from orders.models import Order, OrderStatus
 from orders.tests.factories import order_make
 from payments.models import Payment
 from payments.tests.factories import customer_make
-from sagas.choreography import handlers
+from sagas.choreography import handlers, tasks, tracker
 from sagas.definitions import Mode
 from sagas.exceptions import BusinessError
 from sagas.models import Barrier, Saga, SagaStatus, StepStatus
@@ -49,8 +49,6 @@ def test_a_step_refused_after_the_pivot_leaves_nothing_but_a_note_and_is_tried_a
     saga,
 ):
     confirm = handler("orders.confirm_order")
-    # As the steps before it left the saga: running, at its last step.
-    Saga.objects.filter(pk=saga.pk).update(status=SagaStatus.RUNNING, current_step=4)
 
     def refusing(context):
         raise BusinessError("the order desk is closed")
@@ -131,3 +129,35 @@ def _refusing(why: str):
 
     refuse.__name__ = "charge_payment"
     return refuse
+
+
+def test_a_reaction_commits_its_work_even_where_its_sagas_records_lag_behind(saga):
+    """The saga is still PENDING (its earlier events not followed yet, as after an
+    upgrade): the last step's work commits, and the records catch up with it."""
+    committed = message(saga, "StockCommitted")
+
+    handlers.handle(handler("orders.confirm_order"), committed)
+
+    assert Order.objects.get().status == OrderStatus.CONFIRMED
+    saga.refresh_from_db()
+    assert (saga.status, saga.attention) == (SagaStatus.COMPLETED, "")
+
+
+def test_a_move_the_records_cannot_make_is_flagged_not_raised(saga):
+    Saga.objects.filter(pk=saga.pk).update(status=SagaStatus.COMPENSATING)
+    saga.refresh_from_db()
+
+    tracker._saga_to(saga, SagaStatus.COMPLETED)
+
+    assert saga.status == SagaStatus.COMPENSATING
+    assert "cannot follow its events to COMPLETED" in saga.attention
+
+
+def test_an_event_queued_for_the_tracker_task_before_an_upgrade_is_followed(saga):
+    tasks.track(message(saga, "PaymentCaptured"))  # as a worker runs it
+    tasks.track(message(saga, "PaymentCaptured"))  # a copy changes nothing
+
+    saga.refresh_from_db()
+    charge = saga.steps.get(name="charge_payment")
+    assert (charge.status, charge.attempts) == (StepStatus.SUCCEEDED, 1)
+    assert saga.steps.get(name="reserve_stock").status == StepStatus.RUNNING

@@ -1,6 +1,7 @@
-"""What a run costs, read from the servers and the processes: SQL statements and
-commits (pg_stat_statements, else pg_stat_database), broker messages (Redis INFO
-commandstats) and CPU time (every process of the run, the servers' included)."""
+"""What a run costs, read from the servers and the processes: SQL statements
+(pg_stat_statements), transactions committed (pg_stat_database: every one, an
+autocommit statement's too), broker messages (Redis INFO commandstats) and CPU time
+(every process of the run, the servers' included)."""
 
 import time
 from dataclasses import dataclass, field
@@ -15,14 +16,14 @@ OWN = "/* bench */"
 # Statements that only open or end a transaction: counted apart from the work.
 _TRANSACTION_CONTROL = ("BEGIN", "COMMIT", "ROLLBACK", "START TRANSACTION")
 # PostgreSQL (15 and later) flushes a backend's counters to pg_stat_database at most
-# once a second while it works, and within 10 s once it is idle: read without
-# pg_stat_statements (which counts at once), commits need this long to show.
+# once a second while it works, and within 10 s once it is idle: a run's commits all
+# show this long after it (pg_stat_statements counts at once).
 SETTLE_SECONDS = 11.0
 
 
 @dataclass
 class Snapshot:
-    commits: int
+    commits: int  # transactions committed (pg_stat_database), as flushed so far
     rollbacks: int
     statements: dict[str, int] | None  # query text -> calls; None: not counted here
     broker: dict[str, int] | None  # Redis command -> calls; None: not Redis
@@ -35,10 +36,11 @@ class Costs:
     """The difference between two snapshots, per saga."""
 
     sagas: int
-    commits: float
+    commits: float  # every transaction committed, an autocommit statement too
     rollbacks: float
     statements: float | None = None  # without BEGIN/COMMIT/ROLLBACK
     transaction_control: float | None = None  # BEGIN/COMMIT/ROLLBACK
+    commit_statements: float | None = None  # explicit COMMITs (of a transaction)
     task_messages: float | None = None  # messages put on a queue (LPUSH)
     event_messages: float | None = None  # pub/sub messages (events, remote control)
     wal_kb: float | None = None  # WAL written, server-wide, as the peers measure it
@@ -81,11 +83,7 @@ def snapshot(*, count_statements: bool, fleet_cpu: dict[str, float]) -> Snapshot
             "pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint"
         )
         backend, wal = cursor.fetchone()
-    if statements is not None:
-        commits = _calls(statements, "COMMIT")
-        rollbacks = _calls(statements, "ROLLBACK")
-    else:
-        commits, rollbacks = _transactions()
+    commits, rollbacks = _transactions()
     broker, broker_pid = _broker_commands()
     cpu = {
         **fleet_cpu,
@@ -97,11 +95,9 @@ def snapshot(*, count_statements: bool, fleet_cpu: dict[str, float]) -> Snapshot
 
 
 def settled(snapshot: Snapshot) -> Snapshot:
-    """``snapshot`` with the commits of its time once every backend flushed them,
-    where they come from pg_stat_database (without pg_stat_statements)."""
-    if snapshot.statements is None:
-        time.sleep(SETTLE_SECONDS)
-        snapshot.commits, snapshot.rollbacks = _transactions()
+    """``snapshot`` with the commits of its time, once every backend flushed them."""
+    time.sleep(SETTLE_SECONDS)
+    snapshot.commits, snapshot.rollbacks = _transactions()
     return snapshot
 
 
@@ -109,10 +105,10 @@ def costs(
     before: Snapshot, after: Snapshot, *, sagas: int, own_transactions: int = 0
 ) -> Costs:
     """What happened between ``before`` and ``after``, per saga, without the bench's
-    own: its polls (``own_transactions``, each one in pg_stat_database), and the
-    ``before`` snapshot's own transaction and queries (they name pg_stat_*)."""
+    own: its polls (``own_transactions``, each a transaction of its own), and the
+    snapshots' own transactions and queries (they name pg_stat_*)."""
     per = max(1, sagas)
-    own = 1 if after.statements is not None else own_transactions + 2
+    own = own_transactions + 2
     result = Costs(
         sagas=sagas,
         commits=(after.commits - before.commits - own) / per,
@@ -143,16 +139,14 @@ def _statements(result: Costs, before: dict, after: dict, per: int) -> None:
     calls = {q: n for q, n in calls.items() if n > 0 and not _is_own(q)}
     control = sum(n for q, n in calls.items() if _is_control(q))
     result.transaction_control = control / per
+    commits = sum(n for q, n in calls.items() if q.strip().upper() == "COMMIT")
+    result.commit_statements = (commits - 1) / per  # less the before snapshot's
     result.statements = (sum(calls.values()) - control) / per
     result.top_statements = [
         {"calls_per_saga": round(n / per, 3), "query": q[:300]}
         for q, n in sorted(calls.items(), key=lambda kv: -kv[1])
         if not _is_control(q)
     ][:25]
-
-
-def _calls(statements: dict[str, int], command: str) -> int:
-    return sum(n for q, n in statements.items() if q.strip().upper() == command)
 
 
 def _is_own(query: str) -> bool:

@@ -9,11 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
+from django.conf import settings
 
 from shop.devenv import BASE, BIN, RUN, WORKER_QUEUES, PidFile, Supervisor
 
-# The running fleet's pids: an interrupted bench's processes are found and stopped by
-# the next one (they would otherwise take its messages, running older code).
+# The running fleet's pids, by database: an interrupted bench's processes are found
+# and stopped by the next bench on its database (one runs at a time, under the lock
+# shop.devenv.bench_lock takes), as they would take its messages with older code.
 PIDS = RUN / "bench-pids"
 
 
@@ -42,8 +44,10 @@ class Fleet:
         }
         log_dir.mkdir(parents=True, exist_ok=True)
         self.log = log_dir / "fleet.log"
+        # By database: benches on other databases (a test's) are left alone.
+        self.pid_dir = PIDS / settings.DATABASES["default"]["NAME"]
         self.supervisor = Supervisor(
-            self._commands(), log=self.log, env=env, pid_dir=PIDS
+            self._commands(), log=self.log, env=env, pid_dir=self.pid_dir
         )
 
     def _commands(self) -> dict[str, list[str]]:
@@ -70,7 +74,7 @@ class Fleet:
         ]  # fmt: skip
 
     def start(self) -> "Fleet":
-        stop_leftovers()
+        stop_leftovers(self.pid_dir)
         self.supervisor.start()
         self._wait_ready()
         return self
@@ -137,7 +141,7 @@ def process_cpu(pid: int) -> float:
     return total
 
 
-def stop_leftovers(directory: Path = PIDS) -> list[int]:
+def stop_leftovers(directory: Path) -> list[int]:
     """Stop what an earlier, interrupted bench left running (each pid checked to be
     that very process), with its pool; return their pids."""
     stopped = []

@@ -17,6 +17,7 @@ from shop.bench.fleet import Fleet
 from shop.bench.workload import Shop, place
 
 DONE = (*ENDED_STATUSES, SagaStatus.FAILED)
+TRAILING_WORK_SECONDS = 2.0
 
 
 @dataclass
@@ -119,6 +120,9 @@ class Bench:
         )
 
     def _finish(self, run: Run, submitted: dict, before, polls: int) -> None:
+        # What a saga's end sets off still counts (a choreographed step's fence on
+        # the failure that ended it, the relay's mark of the last events).
+        time.sleep(TRAILING_WORK_SECONDS)
         after = counters.settled(self._snapshot())
         self._measure(run, submitted)
         costs = counters.costs(before, after, sagas=run.n, own_transactions=polls)
@@ -175,8 +179,13 @@ class Bench:
             .distinct()
             .count()
         )
-        run.latencies_ms = [(ends[pk] - t) * 1000 for pk, t in submitted.items()]
-        run.wall_seconds = max(ends.values()) - min(submitted.values())
+        # A FAILED saga has no end (an operator may still take it up): it counts in
+        # the outcomes, not in the latencies or the wall time.
+        run.latencies_ms = [
+            (ends[pk] - t) * 1000 for pk, t in submitted.items() if pk in ends
+        ]
+        if ends:
+            run.wall_seconds = max(ends.values()) - min(submitted.values())
 
 
 def _in_threads(function: Callable, items, workers: int, *, on_done) -> None:

@@ -50,6 +50,11 @@ _SECRETS = (
 )
 
 
+# gunicorn's request line, without what a client may put there: the query string,
+# the referrer and the user agent (tokens travel in them; a client writes them).
+ACCESS_LINE = '%(h)s "%(m)s %(U)s" %(s)s %(B)s %(D)sus'
+
+
 def redact(text: str) -> str:
     for pattern, replacement in _SECRETS:
         text = pattern.sub(replacement, text)
@@ -61,6 +66,8 @@ class CorrelationFilter(logging.Filter):
     says itself wins)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "gunicorn.access" and isinstance(record.args, dict):
+            record.msg = ACCESS_LINE
         task_id = getattr(record, "task_id", None) or _task_id(record)
         if task_id:
             record.task_id = task_id
@@ -133,13 +140,17 @@ class JsonLines(JsonFormatter):
             log_record.setdefault("error_class", record.exc_info[0].__name__)
         if record.name == "gunicorn.access" and isinstance(record.args, dict):
             log_record.update(_request_fields(record.args))
+        if "request" in log_record:  # Django's request lines: its path, no query
+            log_record["request"] = getattr(record.request, "path", None)
+        # Each value masked on its own, before the line is written as JSON: masking
+        # the written text could cut through its escapes and break the line.
+        for key, value in log_record.items():
+            if isinstance(value, str):
+                log_record[key] = redact(value)
         # The time first, as a reader scans lines.
         ordered = {"time": log_record.pop("time", None), **log_record}
         log_record.clear()
         log_record.update(ordered)
-
-    def format(self, record: logging.LogRecord) -> str:
-        return redact(super().format(record))
 
 
 def _request_fields(atoms: dict) -> dict:

@@ -2,7 +2,10 @@
 format, with the outboxes' backlog measured as it answers. (The counts of a batch of
 sagas through real processes are in tests/test_observability.py.)"""
 
+import contextlib
+
 import pytest
+from django.db import connection
 from django.test import Client
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -23,6 +26,35 @@ def token(settings):
 def get(authorization: str | None = None):
     headers = {"HTTP_AUTHORIZATION": authorization} if authorization else {}
     return Client().get("/metrics", **headers)
+
+
+@pytest.mark.django_db(transaction=True)  # it closes the connection
+def test_with_the_database_away_the_counters_still_answer(token):
+    """The backlog is unknown then (saga_outbox_backlog_up 0); the counters, which
+    may be what tells why, are all there."""
+    connection.close()
+    away = {**connection.settings_dict, "HOST": "/nonexistent", "PORT": "1"}
+    with pointed(connection, away):
+        response = get(f"Bearer {TOKEN}")
+    connection.close()
+
+    assert response.status_code == 200
+    families = {f.name: f for f in text_string_to_metric_families(response.text)}
+    assert [s.value for s in families["saga_outbox_up"].samples] == [0]
+    assert "saga_started" in families
+    assert "saga_outbox_backlog" not in families
+
+
+@contextlib.contextmanager
+def pointed(conn, settings_dict: dict):
+    """The connection made from ``settings_dict`` for the block: pointed at no
+    server, its connecting really fails."""
+    before = conn.settings_dict
+    conn.settings_dict = settings_dict
+    try:
+        yield
+    finally:
+        conn.settings_dict = before
 
 
 def test_without_a_token_set_there_are_no_metrics(settings):

@@ -7,6 +7,7 @@ from decimal import Decimal
 import psycopg2
 import pytest
 from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from inventory import selectors as inventory_selectors
@@ -23,6 +24,7 @@ from payments.services import payment_method_deactivate
 from payments.tests.factories import customer_make, method_make
 from sagas import selectors as saga_selectors
 from sagas.models import OutboxMessage, Saga, SagaStep
+from shop import sql
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -141,3 +143,50 @@ def locked_elsewhere(model, pk) -> bool:
         finally:
             other.rollback()
     return False
+
+
+def test_insert_once_writes_a_row_once_with_its_defaults_and_its_pk():
+    event = OutboxMessage(topic="T", aggregate_id="1", payload={"a": [1, "é"]})
+
+    assert sql.insert_once(event, unique=("message_id",)) is True
+
+    stored = OutboxMessage.objects.get()
+    assert event.pk == stored.pk
+    assert fields(event) == fields(stored)  # JSON, UUID, auto_now_add alike
+    again = OutboxMessage(topic="T", aggregate_id="1", message_id=event.message_id)
+    assert sql.insert_once(again, unique=("message_id",)) is False
+    assert again.pk is None and OutboxMessage.objects.count() == 1
+
+
+def test_a_shipment_made_twice_is_made_once(placed):
+    _, _, order = placed
+
+    first = shipment_create(order_id=order.pk)
+    second = shipment_create(order_id=order.pk)  # an earlier delivery made it
+
+    assert second.pk == first.pk
+    assert Shipment.objects.count() == 1
+
+
+def test_rows_updated_together_in_one_statement(placed):
+    _, _, order = placed
+    saga = Saga.objects.get(pk=order.saga_id)
+    first, second = SagaStep.objects.filter(saga=saga).order_by("index")[:2]
+    first.status, first.attempts, second.status = "SUCCEEDED", 1, "RUNNING"
+    saga.context = {**saga.context, "shipment_id": 7}
+
+    with CaptureQueriesContext(connection) as ran:
+        sql.update_many(
+            (first, ("status", "attempts")),
+            (second, ("status",)),
+            (saga, ("context", "updated_at")),
+        )
+
+    assert len(ran.captured_queries) == 1
+    assert [(s.status, s.attempts) for s in SagaStep.objects.filter(saga=saga)][:2] == [
+        ("SUCCEEDED", 1),
+        ("RUNNING", 0),
+    ]
+    saga_now = Saga.objects.get(pk=saga.pk)
+    assert saga_now.context["shipment_id"] == 7
+    assert saga_now.updated_at > saga.created_at

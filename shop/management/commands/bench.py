@@ -8,6 +8,7 @@ import signal
 import time
 from pathlib import Path
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connection
 
@@ -18,6 +19,8 @@ from shop.bench.fleet import Fleet, FleetOptions
 from shop.bench.peers import DEFAULT_PEERS, peers_run, ratio_table
 from shop.bench.runner import Bench, books_checked
 from shop.bench.workload import shop_seed
+from shop.celery import app as celery_app
+from shop.devenv import bench_lock
 
 POOLS = ("prefork", "threads", "solo")
 
@@ -81,6 +84,12 @@ class Command(BaseCommand):
         # finally below): left running, they would take the next bench's messages.
         for signum in (signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, _interrupted)
+        if os.environ.get("BENCH_LOCKED"):  # `make bench` holds it already
+            return self._handle(**options)
+        with bench_lock(connection.settings_dict["NAME"]):
+            return self._handle(**options)
+
+    def _handle(self, **options) -> None:
         if options["serial"] < 0:
             raise CommandError("--serial must be 0 or more")
         out = Path(options["out"])
@@ -136,8 +145,7 @@ class Command(BaseCommand):
                 count_statements=why_not is None,
             )
             self.stdout.write(f"workers: {fleet_options.describe()}; logs in {logs}")
-            if why_not:  # commits from pg_stat_database: the start's, flushed
-                time.sleep(counters.SETTLE_SECONDS)
+            time.sleep(counters.SETTLE_SECONDS)  # the start's commits, flushed
             self._header()
             for mode in modes:
                 runs.append(bench.burst(mode, options["n"]).as_dict())
@@ -147,6 +155,7 @@ class Command(BaseCommand):
                     self._line(runs[-1])
         finally:
             fleet.stop()
+            _queues_purge()
         books = books_checked()
         self.stdout.write(f"reconciliation: {books['summary']}")
         return {
@@ -176,6 +185,22 @@ class Command(BaseCommand):
             f"{run['outcomes']}"
             + (f", {run['recovered']} recovered" if run["recovered"] else "")
         )
+
+
+def _queues_purge() -> None:
+    """Delete what this run left on the broker (its key prefix is its own)."""
+    prefix = settings.CELERY_BROKER_TRANSPORT_OPTIONS.get("global_keyprefix")
+    if not prefix:
+        return
+    with celery_app.connection_for_write() as conn:
+        client = getattr(conn.default_channel, "client", None)
+        if client is None or not hasattr(client, "scan_iter"):
+            return
+        # kombu's client puts the prefix on DEL but not on SCAN or UNLINK: the keys
+        # are matched, and unlinked, by their full names.
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        for start in range(0, len(keys), 500):
+            client.execute_command("UNLINK", *keys[start : start + 500])
 
 
 def _interrupted(signum, frame):
