@@ -1,14 +1,17 @@
 """Writes to saga records that every mode makes alike: the audit trail, deadlines,
-the attention flag. Callers hold the saga's row lock (or its own transaction)."""
+the attention flag. Callers hold the saga's row lock (or its own transaction), but
+for mark_report_sent, one statement of its own."""
 
 import logging
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import models
+from django.db import connection, models, transaction
+from django.db.models import F, Value
+from django.db.models.functions import Greatest
 from django.utils import timezone
 
-from sagas.models import Saga, SagaEvent, SagaEventKind, SagaStatus
+from sagas.models import ACTIVE_STATUSES, Saga, SagaEvent, SagaEventKind, SagaStatus
 from shop import sql
 
 logger = logging.getLogger("sagas")
@@ -16,6 +19,9 @@ logger = logging.getLogger("sagas")
 # A saga the recovery sweep could not handle (a bug, a removed definition) is looked at
 # again after this long, so that it does not hold the front of every sweep.
 BROKEN_SAGA_BACKOFF = 300.0
+# How long recording a failure report's send waits for a saga row that another
+# transaction holds (the recovery sweep locks a batch of them) before it gives up.
+REPORT_LOCK_WAIT_MS = 1000
 
 
 def log(saga: Saga, kind: str, step_name: str, detail: str, *, actor="system") -> None:
@@ -58,6 +64,30 @@ def mark_sent(
     saga.sent_at = (at or timezone.now()) + timedelta(seconds=countdown)
     allowed = timeout + settings.SAGA_RECOVERY_GRACE
     saga.deadline_at = saga.sent_at + timedelta(seconds=allowed)
+
+
+def mark_report_sent(
+    *, saga_id: int, generation: int, timeout: float, at: datetime
+) -> None:
+    """Record that a failed unit's report went to the broker ``at``: until a worker
+    takes it, it is the saga's work in flight, the message the recovery sweep must
+    prove lost before it sends anything again.
+
+    The unit's own message was taken long ago, so a queue probe soon proves it gone,
+    while the report may still wait behind a backlog on the same queue. Only ever moves
+    the times later (a retry's countdown may have put them ahead), and only in the
+    generation the report belongs to: a saga the report already moved on is left as
+    it is. One statement, in a transaction of its own so that its lock wait is bounded.
+    """
+    deadline = at + timedelta(seconds=timeout + settings.SAGA_RECOVERY_GRACE)
+    with transaction.atomic(durable=True), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL lock_timeout = %s", [REPORT_LOCK_WAIT_MS])
+        Saga.objects.filter(
+            pk=saga_id, generation=generation, status__in=ACTIVE_STATUSES
+        ).update(
+            sent_at=Greatest(F("sent_at"), Value(at)),
+            deadline_at=Greatest(F("deadline_at"), Value(deadline)),
+        )
 
 
 def flag(saga: Saga, why: str) -> None:

@@ -3,7 +3,8 @@
 Serves orchestrated sagas and, through the same steps, try-confirm-cancel ones (whose
 steps are the tries and the confirms, each passing its barrier). Every function that
 changes a saga first locks its row (selectors.saga_lock) and holds the lock to commit,
-so one step task, errback, sweep or operator works on a saga at a time. A step's
+so one step task, errback, sweep or operator works on a saga at a time (but for
+saga_report_sent, one statement that only moves a saga's times later). A step's
 action, its step record, the saga's progress and the dispatch of what comes next
 commit together: a delivery that finds its work recorded does nothing.
 """
@@ -253,6 +254,24 @@ def saga_step_failed(
             _send_on(saga, steps, definition)
         elif verdict is None:
             _handle_failure(saga, steps, definition, index, phase, failure, task_id)
+
+
+def saga_report_sent(
+    *,
+    saga_id: int,
+    generation: int,
+    definition: SagaDefinition,
+    index: int,
+    phase: Phase,
+    at: datetime,
+) -> None:
+    """A unit failed and its errback sent the report (saga_step_failed's task) ``at``:
+    the recovery sweep waits for that report, not for the unit's own message. Without
+    the saga's lock: one statement that only moves its times later."""
+    timeout = unit_timeout(definition, index, phase)
+    bookkeeping.mark_report_sent(
+        saga_id=saga_id, generation=generation, timeout=timeout, at=at
+    )
 
 
 def _handle_failure(saga, steps, definition, index, phase, failure, task_id=""):

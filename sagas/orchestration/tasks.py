@@ -1,10 +1,14 @@
 """Celery entry points of orchestrated (and try-confirm-cancel) sagas: one generated
 task per step's action, compensation and end, their errback, and failure recording."""
 
+import logging
+
+from billiard.exceptions import TimeLimitExceeded, WorkerLostError
 from celery import Task, chain, shared_task
 from celery.canvas import Signature
 from celery.exceptions import Ignore
 from django.db import InterfaceError, OperationalError
+from django.utils import timezone
 from kombu import Producer
 
 from sagas import registry, telemetry
@@ -18,7 +22,12 @@ from sagas.messaging.outbox import AbstractOutboxMessage
 from sagas.messaging.relay import Undeliverable
 from sagas.orchestration import dispatch, engine
 
+logger = logging.getLogger(__name__)
+
 SAGA_QUEUE = "sagas"
+# Failures whose errback Celery calls in the worker's main process, not in the pool
+# process that ran the task: a lost pool process, a hard time limit.
+IN_THE_MAIN_PROCESS = (WorkerLostError, TimeLimitExceeded)
 
 
 class SagaStepTask(Task):
@@ -86,7 +95,9 @@ def step_failed(request, exc, traceback, saga_id: int, generation: int) -> None:
     failed (in the main process after a lost child), under that task's time limits,
     and swallows what it raises. So it only classifies the error, which needs the
     exception itself, and sends the rest on; if that message is lost, the recovery
-    sweep finds the saga overdue and sends its work again.
+    sweep finds the saga overdue and sends its work again. Once sent, the report is
+    the saga's work in flight (behind a backlog it may wait long), so its send time
+    is recorded for the sweep to prove against.
     """
     unit = registry.unit(request.task)
     failure = failure_of(exc, unit_name=unit.name)
@@ -102,6 +113,24 @@ def step_failed(request, exc, traceback, saga_id: int, generation: int) -> None:
             "task_id": request.id or "",
         }
     )
+    if isinstance(exc, IN_THE_MAIN_PROCESS):
+        return  # the worker's own loop must not wait on the database
+    try:
+        engine.saga_report_sent(
+            saga_id=saga_id,
+            generation=generation,
+            definition=unit.definition,
+            index=unit.index,
+            phase=unit.phase,
+            at=timezone.now(),  # after the send: never earlier than the report
+        )
+    except Exception as error:  # an outage, a held row, the time limit: it went
+        logger.warning(
+            "saga %s: when its failure report was sent is not recorded: %r",
+            saga_id,
+            error,
+            extra={"saga_id": saga_id},
+        )
 
 
 @shared_task(

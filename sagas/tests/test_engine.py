@@ -6,9 +6,10 @@ worker; the end-to-end tests in tests/ prove the same through real processes.
 
 import time
 from datetime import timedelta
+from types import SimpleNamespace
 
 import pytest
-from billiard.exceptions import SoftTimeLimitExceeded
+from billiard.exceptions import SoftTimeLimitExceeded, WorkerLostError
 from django.db import IntegrityError, OperationalError, connection, transaction
 from django.utils import timezone
 
@@ -16,6 +17,7 @@ from inventory.exceptions import InsufficientStock
 from inventory.tests.factories import product_make
 from orders.models import Order, OrderStatus
 from orders.tests.factories import order_make
+from payments.exceptions import InsufficientFunds
 from payments.tests.factories import customer_make
 from sagas import lifecycle, probes, recovery, registry, selectors
 from sagas.definitions import Phase, SagaDefinition, Step
@@ -30,7 +32,7 @@ from sagas.models import (
     SagaStatus,
     StepStatus,
 )
-from sagas.orchestration import engine
+from sagas.orchestration import engine, tasks
 from sagas.orchestration.engine import StepOutcome
 from sagas.orchestration.tasks import dispatch_signature
 from shop.states import InvalidTransition
@@ -497,6 +499,91 @@ def test_work_lost_again_and_again_counts_as_a_timeout(saga, settings):
     assert saga.status == SagaStatus.COMPENSATING
     assert "its work was lost" in saga.error
     assert saga.reason == "the purchase could not be completed in time"
+
+
+def report_sent(saga, *, generation=None, at=None) -> None:
+    """What the errback records once it has sent a failed charge's report."""
+    engine.saga_report_sent(
+        saga_id=saga.pk,
+        generation=generation or live_generation(saga),
+        definition=PURCHASE,
+        index=CHARGE,
+        phase=Phase.ACTION,
+        at=at or timezone.now(),
+    )
+
+
+def test_a_failure_report_still_queued_is_not_taken_for_lost_work(saga):
+    # The step's message was taken long ago and failed; its errback sent the report,
+    # which waits behind a backlog. The probe proves the step's message gone, not the
+    # report: the sweep must wait for the report.
+    overdue(saga, sent_ago=1800)
+    queues_consumed(sent_ago=600)
+    report_sent(saga)
+    Saga.objects.filter(pk=saga.pk).update(deadline_at=timezone.now())  # overdue
+
+    recovery.sagas_recover()
+
+    saga.refresh_from_db()
+    assert (recovered(saga), saga.recoveries) == (0, 0)
+    assert saga.sent_at > timezone.now() - timedelta(seconds=60)
+
+
+def test_the_errback_records_its_report_once_it_has_sent_it(saga, monkeypatch):
+    sent = []
+    monkeypatch.setattr(  # the broker's part: what goes out, and when
+        tasks.record_failure,
+        "apply_async",
+        lambda **options: sent.append((timezone.now(), options["kwargs"])),
+    )
+    overdue(saga, sent_ago=1800)
+    request = SimpleNamespace(task=PURCHASE.task_name(CHARGE, Phase.ACTION), id="t1")
+
+    tasks.step_failed(request, InsufficientFunds("9.00", "1.00"), None, saga.pk, saga.generation)
+
+    saga.refresh_from_db()
+    [(at, report)] = sent
+    assert (report["saga_id"], report["kind"]) == (saga.pk, FailureKind.BUSINESS)
+    assert saga.sent_at >= at  # never earlier than the report went
+    assert saga.deadline_at > timezone.now()
+
+
+def test_a_failure_lost_with_its_process_records_nothing_in_the_main_process(
+    saga, monkeypatch
+):
+    # Celery calls this errback in the worker's own loop: no database wait there.
+    monkeypatch.setattr(tasks.record_failure, "apply_async", lambda **options: None)
+    overdue(saga, sent_ago=1800)
+    before = Saga.objects.values_list("sent_at", flat=True).get(pk=saga.pk)
+    request = SimpleNamespace(task=PURCHASE.task_name(CHARGE, Phase.ACTION), id="t1")
+
+    tasks.step_failed(request, WorkerLostError(), None, saga.pk, saga.generation)
+
+    assert Saga.objects.values_list("sent_at", flat=True).get(pk=saga.pk) == before
+
+
+def test_a_failure_report_only_moves_times_later(saga):
+    overdue(saga, sent_ago=1800)
+    later = timezone.now() + timedelta(hours=1)  # a retry's long countdown
+    Saga.objects.filter(pk=saga.pk).update(sent_at=later, deadline_at=later)
+    report_sent(saga)
+    saga.refresh_from_db()
+    assert (saga.sent_at, saga.deadline_at) == (later, later)
+
+
+@pytest.mark.parametrize("moved_on", ["generation", "failed"])
+def test_a_failure_report_leaves_a_saga_that_moved_on_alone(saga, moved_on):
+    overdue(saga, sent_ago=1800)
+    generation = live_generation(saga)
+    if moved_on == "failed":
+        Saga.objects.filter(pk=saga.pk).update(
+            status=SagaStatus.FAILED, deadline_at=None
+        )
+    else:  # the report's unit belongs to a dispatch that a later one replaced
+        Saga.objects.filter(pk=saga.pk).update(generation=generation + 1)
+    before = Saga.objects.values_list("sent_at", "deadline_at").get(pk=saga.pk)
+    report_sent(saga, generation=generation)
+    assert Saga.objects.values_list("sent_at", "deadline_at").get(pk=saga.pk) == before
 
 
 def test_recovery_counts_from_when_the_relay_sent_the_work(saga):
