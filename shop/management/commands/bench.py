@@ -2,6 +2,7 @@
 database first)."""
 
 import json
+import logging
 import os
 import platform
 import signal
@@ -90,6 +91,11 @@ class Command(BaseCommand):
             return self._handle(**options)
 
     def _handle(self, **options) -> None:
+        # This process places the orders: a line per saga started would bury the
+        # progress bar and the table (the fleet logs apart, at warning too); -v 2
+        # keeps them.
+        if options["verbosity"] < 2:
+            logging.getLogger().setLevel(logging.WARNING)
         if options["serial"] < 0:
             raise CommandError("--serial must be 0 or more")
         out = Path(options["out"])
