@@ -34,6 +34,7 @@ class Run:
     recovered: int = 0  # sagas whose lost work the recovery sweep sent again
     costs: dict = field(default_factory=dict)
     worker_rss_start: int = 0
+    worker_rss_warm: int = 0  # once a tenth of the sagas ended: the worker warmed up
     worker_rss_end: int = 0
 
     @property
@@ -62,6 +63,7 @@ class Run:
             "recovered": self.recovered,
             "costs": self.costs,
             "worker_rss_start_mb": round(self.worker_rss_start / 2**20, 1),
+            "worker_rss_warm_mb": round(self.worker_rss_warm / 2**20, 1),
             "worker_rss_end_mb": round(self.worker_rss_end / 2**20, 1),
         }
 
@@ -96,7 +98,7 @@ class Bench:
         with tqdm(total=n, desc=f"{mode}: placing", unit="order", leave=False) as bar:
             _in_threads(place_one, indexes, self.clients, on_done=bar.update)
         run.place_seconds = time.time() - began
-        self._wait_ended(list(submitted), desc=f"{mode}: sagas ended")
+        self._wait_ended(list(submitted), desc=f"{mode}: sagas ended", run=run)
         self._finish(run, submitted, before, self.polls - polls)
         return run
 
@@ -128,12 +130,21 @@ class Bench:
         costs = counters.costs(before, after, sagas=run.n, own_transactions=polls)
         run.costs = costs.as_dict()
         run.worker_rss_end = self.fleet.worker_rss()
+        run.worker_rss_warm = run.worker_rss_warm or run.worker_rss_end
 
-    def _wait_ended(self, saga_ids: list[int], *, desc: str, timeout=1800.0) -> None:
+    def _wait_ended(
+        self, saga_ids: list[int], *, desc: str, run: Run, timeout=1800.0
+    ) -> None:
+        """Wait for every saga to end; read the worker's memory once a tenth have
+        (its imports, caches and allocator arenas are in place by then: what grows
+        after that grows with the sagas served)."""
         first, deadline = min(saga_ids), time.monotonic() + timeout
+        warm = max(1, len(saga_ids) // 10)
         with tqdm(total=len(saga_ids), desc=desc, unit="saga", leave=False) as bar:
             while (done := self._ended_since(first)) < len(saga_ids):
                 bar.update(done - bar.n)
+                if done >= warm and not run.worker_rss_warm:
+                    run.worker_rss_warm = self.fleet.worker_rss()
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"only {done} of {len(saga_ids)} sagas ended")
                 time.sleep(0.05)

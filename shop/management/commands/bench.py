@@ -176,7 +176,7 @@ class Command(BaseCommand):
         self.stdout.write(
             f"{'mode':<14} {'run':<13} {'n':>5} {'sagas/s':>8} {'p50 ms':>8} "
             f"{'p95 ms':>8} {'p99 ms':>8} {'max ms':>8} {'stmts':>6} {'commits':>7} "
-            f"{'msgs':>5} {'rss MB':>11}  outcomes"
+            f"{'msgs':>5} {'rss MB':<15}  outcomes"
         )
 
     def _line(self, run: dict) -> None:
@@ -187,10 +187,17 @@ class Command(BaseCommand):
             f"{run['p95_ms']:>8.1f} {run['p99_ms']:>8.1f} {run['max_ms']:>8.1f} "
             f"{_num(costs['statements']):>6} {_num(costs['commits']):>7} "
             f"{_num(costs['task_messages']):>5} "
-            f"{run['worker_rss_start_mb']:>5.0f}>{run['worker_rss_end_mb']:<5.0f}  "
+            f"{_rss(run):<15}  "
             f"{run['outcomes']}"
             + (f", {run['recovered']} recovered" if run["recovered"] else "")
         )
+
+
+def _rss(run: dict) -> str:
+    """The worker's memory at the run's start, once a tenth of its sagas ended (after
+    the warm-up), and at its end."""
+    marks = ("worker_rss_start_mb", "worker_rss_warm_mb", "worker_rss_end_mb")
+    return ">".join(f"{run[mark]:.0f}" for mark in marks)
 
 
 def _queues_purge() -> None:
