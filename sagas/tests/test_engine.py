@@ -539,7 +539,9 @@ def test_the_errback_records_its_report_once_it_has_sent_it(saga, monkeypatch):
     overdue(saga, sent_ago=1800)
     request = SimpleNamespace(task=PURCHASE.task_name(CHARGE, Phase.ACTION), id="t1")
 
-    tasks.step_failed(request, InsufficientFunds("9.00", "1.00"), None, saga.pk, saga.generation)
+    tasks.step_failed(
+        request, InsufficientFunds("9.00", "1.00"), None, saga.pk, saga.generation
+    )
 
     saga.refresh_from_db()
     [(at, report)] = sent
