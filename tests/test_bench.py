@@ -55,7 +55,13 @@ def test_a_small_bench_writes_its_results_and_leaves_the_books_clean(tmp_path):
         assert costs["statements"] > 0 and costs["commits"] > 0
         assert costs["cpu_seconds"] > 0 and costs["wal_kb"] > 0
         assert costs["task_messages"] > 0  # a Redis broker: its messages counted
-        assert run["worker_rss_end_mb"] > 0 and run["worker_rss_warm_mb"] > 0
+        assert run["worker_rss_end_mb"] > 0
+        # Read from the run's start on, every second: the first reading is its start.
+        [(first_at, first_mb), *_] = run["worker_rss_samples_mb"]
+        assert first_at < 1 and first_mb > 0
+        assert run["worker_rss_mid_mb"] in [
+            mb for _, mb in run["worker_rss_samples_mb"]
+        ]
     assert report["reconciliation"]["violations"] == 0
     assert Path(report["options"]["out"]) == tmp_path
 

@@ -97,7 +97,11 @@ def step_failed(request, exc, traceback, saga_id: int, generation: int) -> None:
     exception itself, and sends the rest on; if that message is lost, the recovery
     sweep finds the saga overdue and sends its work again. Once sent, the report is
     the saga's work in flight (behind a backlog it may wait long), so its send time
-    is recorded for the sweep to prove against.
+    is recorded for the sweep to prove against; not from the worker's main process
+    (after a lost pool process or a hard time limit), whose loop must not wait on
+    the database, and not past REPORT_WAIT_MS: there, as when that record fails, a
+    report still queued may be taken for lost work and its unit sent again, a copy
+    the saga lock makes harmless.
     """
     unit = registry.unit(request.task)
     failure = failure_of(exc, unit_name=unit.name)

@@ -4,12 +4,18 @@ These tests call the lifecycle services the Celery tasks call, in order, without
 worker; the end-to-end tests in tests/ prove the same through real processes.
 """
 
+import contextlib
 import time
 from datetime import timedelta
 from types import SimpleNamespace
 
+import psycopg2
 import pytest
-from billiard.exceptions import SoftTimeLimitExceeded, WorkerLostError
+from billiard.exceptions import (
+    SoftTimeLimitExceeded,
+    TimeLimitExceeded,
+    WorkerLostError,
+)
 from django.db import IntegrityError, OperationalError, connection, transaction
 from django.utils import timezone
 
@@ -550,17 +556,24 @@ def test_the_errback_records_its_report_once_it_has_sent_it(saga, monkeypatch):
     assert saga.deadline_at > timezone.now()
 
 
-def test_a_failure_lost_with_its_process_records_nothing_in_the_main_process(
-    saga, monkeypatch
+@pytest.mark.parametrize("lost", [WorkerLostError(), TimeLimitExceeded(60)])
+def test_a_failure_in_the_main_process_sends_its_report_and_records_nothing(
+    saga, monkeypatch, lost
 ):
     # Celery calls this errback in the worker's own loop: no database wait there.
-    monkeypatch.setattr(tasks.record_failure, "apply_async", lambda **options: None)
+    sent = []
+    monkeypatch.setattr(
+        tasks.record_failure,
+        "apply_async",
+        lambda **options: sent.append(options["kwargs"]),
+    )
     overdue(saga, sent_ago=1800)
     before = Saga.objects.values_list("sent_at", flat=True).get(pk=saga.pk)
     request = SimpleNamespace(task=PURCHASE.task_name(CHARGE, Phase.ACTION), id="t1")
 
-    tasks.step_failed(request, WorkerLostError(), None, saga.pk, saga.generation)
+    tasks.step_failed(request, lost, None, saga.pk, saga.generation)
 
+    assert [report["saga_id"] for report in sent] == [saga.pk]
     assert Saga.objects.values_list("sent_at", flat=True).get(pk=saga.pk) == before
 
 
@@ -764,3 +777,32 @@ def test_a_database_wait_past_the_deadline_is_cut_off_as_a_timeout():
         run(saga, 1, definition=SLOW)
     assert time.monotonic() - started < 1.5  # cut at ~0.2 s, not after the 2 s sleep
     assert classify(caught.value) is FailureKind.TIMEOUT
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_report_whose_saga_row_is_held_goes_unrecorded_within_the_wait(
+    monkeypatch, caplog
+):
+    # The recovery sweep holds the row: the errback waits REPORT_WAIT_MS, no more,
+    # and the report still goes.
+    sent = []
+    monkeypatch.setattr(
+        tasks.record_failure,
+        "apply_async",
+        lambda **options: sent.append(options["kwargs"]),
+    )
+    saga = lifecycle.saga_start(name="test_slow", context={})
+    before = Saga.objects.values_list("sent_at", flat=True).get(pk=saga.pk)
+    request = SimpleNamespace(task=SLOW.task_name(0, Phase.ACTION), id="t1")
+    holder = psycopg2.connect(**connection.get_connection_params())
+    with contextlib.closing(holder), holder.cursor() as cursor:
+        cursor.execute("SELECT id FROM sagas_saga WHERE id = %s FOR UPDATE", [saga.pk])
+        started = time.monotonic()
+        tasks.step_failed(request, TransientError("x"), None, saga.pk, 1)
+        waited = time.monotonic() - started
+        holder.rollback()
+
+    assert waited < 3
+    assert [report["saga_id"] for report in sent] == [saga.pk]
+    assert Saga.objects.values_list("sent_at", flat=True).get(pk=saga.pk) == before
+    assert "failure report was sent is not recorded" in caplog.text

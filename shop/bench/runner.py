@@ -1,5 +1,6 @@
 """Run the workload: a burst of N sagas, then N one at a time, per mode; measure."""
 
+import contextlib
 import threading
 import time
 from collections import Counter
@@ -18,6 +19,7 @@ from shop.bench.workload import Shop, place
 
 DONE = (*ENDED_STATUSES, SagaStatus.FAILED)
 TRAILING_WORK_SECONDS = 2.0
+RSS_EVERY = 1.0  # seconds between readings of the worker's memory during a run
 
 
 @dataclass
@@ -34,8 +36,18 @@ class Run:
     recovered: int = 0  # sagas whose lost work the recovery sweep sent again
     costs: dict = field(default_factory=dict)
     worker_rss_start: int = 0
-    worker_rss_warm: int = 0  # once a tenth of the sagas ended: the worker warmed up
     worker_rss_end: int = 0
+    # The worker's memory every RSS_EVERY seconds of the run: (seconds in, bytes).
+    worker_rss_samples: list[tuple[float, int]] = field(default_factory=list)
+
+    @property
+    def worker_rss_mid(self) -> int:
+        """The worker's memory halfway through the run: from there to its end, what
+        grows grows with the sagas served, not with the worker warming up."""
+        if not self.worker_rss_samples:
+            return 0
+        half = self.worker_rss_samples[-1][0] / 2
+        return min(self.worker_rss_samples, key=lambda s: abs(s[0] - half))[1]
 
     @property
     def sagas_per_second(self) -> float:
@@ -63,18 +75,29 @@ class Run:
             "recovered": self.recovered,
             "costs": self.costs,
             "worker_rss_start_mb": round(self.worker_rss_start / 2**20, 1),
-            "worker_rss_warm_mb": round(self.worker_rss_warm / 2**20, 1),
+            "worker_rss_mid_mb": round(self.worker_rss_mid / 2**20, 1),
             "worker_rss_end_mb": round(self.worker_rss_end / 2**20, 1),
+            "worker_rss_samples_mb": [
+                (round(at, 1), round(rss / 2**20, 1))
+                for at, rss in self.worker_rss_samples
+            ],
         }
 
 
 class Bench:
     def __init__(
-        self, shop: Shop, fleet: Fleet, *, clients: int, count_statements: bool
+        self,
+        shop: Shop,
+        fleet: Fleet,
+        *,
+        clients: int,
+        count_statements: bool,
+        happy: bool = False,
     ) -> None:
         self.shop = shop
         self.fleet = fleet
         self.clients = clients
+        self.happy = happy  # every customer can pay: no saga fails
         self.count_statements = count_statements
         self.placed = 0  # orders placed so far: order i of the workload comes next
         self.polls = 0  # the bench's own queries while it waits: not the system's cost
@@ -90,15 +113,18 @@ class Bench:
 
         def place_one(i: int) -> None:
             started = time.time()
-            saga_id = place(self.shop, i, mode)
+            saga_id = place(self.shop, i, mode, happy=self.happy)
             with lock:
                 submitted[saga_id] = started
 
         began = time.time()
-        with tqdm(total=n, desc=f"{mode}: placing", unit="order", leave=False) as bar:
-            _in_threads(place_one, indexes, self.clients, on_done=bar.update)
-        run.place_seconds = time.time() - began
-        self._wait_ended(list(submitted), desc=f"{mode}: sagas ended", run=run)
+        with self._rss_sampled(run):
+            with tqdm(
+                total=n, desc=f"{mode}: placing", unit="order", leave=False
+            ) as bar:
+                _in_threads(place_one, indexes, self.clients, on_done=bar.update)
+            run.place_seconds = time.time() - began
+            self._wait_ended(list(submitted), desc=f"{mode}: sagas ended")
         self._finish(run, submitted, before, self.polls - polls)
         return run
 
@@ -107,11 +133,12 @@ class Bench:
         run = Run(mode, "one at a time", n, worker_rss_start=self.fleet.worker_rss())
         before, polls = self._snapshot(), self.polls
         submitted: dict[int, float] = {}
-        for i in tqdm(range(n), desc=f"{mode}: one at a time", leave=False):
-            started = time.time()
-            saga_id = place(self.shop, self.placed + i, mode)
-            submitted[saga_id] = started
-            self._poll_until_ended(saga_id)
+        with self._rss_sampled(run):
+            for i in tqdm(range(n), desc=f"{mode}: one at a time", leave=False):
+                started = time.time()
+                saga_id = place(self.shop, self.placed + i, mode, happy=self.happy)
+                submitted[saga_id] = started
+                self._poll_until_ended(saga_id)
         self.placed += n
         self._finish(run, submitted, before, self.polls - polls)
         return run
@@ -130,25 +157,37 @@ class Bench:
         costs = counters.costs(before, after, sagas=run.n, own_transactions=polls)
         run.costs = costs.as_dict()
         run.worker_rss_end = self.fleet.worker_rss()
-        run.worker_rss_warm = run.worker_rss_warm or run.worker_rss_end
 
-    def _wait_ended(
-        self, saga_ids: list[int], *, desc: str, run: Run, timeout=1800.0
-    ) -> None:
-        """Wait for every saga to end; read the worker's memory once a tenth have
-        (its imports, caches and allocator arenas are in place by then: what grows
-        after that grows with the sagas served)."""
+    def _wait_ended(self, saga_ids: list[int], *, desc: str, timeout=1800.0) -> None:
         first, deadline = min(saga_ids), time.monotonic() + timeout
-        warm = max(1, len(saga_ids) // 10)
         with tqdm(total=len(saga_ids), desc=desc, unit="saga", leave=False) as bar:
             while (done := self._ended_since(first)) < len(saga_ids):
                 bar.update(done - bar.n)
-                if done >= warm and not run.worker_rss_warm:
-                    run.worker_rss_warm = self.fleet.worker_rss()
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"only {done} of {len(saga_ids)} sagas ended")
                 time.sleep(0.05)
             bar.update(done - bar.n)
+
+    @contextlib.contextmanager
+    def _rss_sampled(self, run: Run):
+        """Read the worker's memory every RSS_EVERY seconds while the run goes on, in
+        a thread of its own (a reading is a few /proc reads, no query)."""
+        stop, began = threading.Event(), time.monotonic()
+
+        def sample() -> None:
+            while True:
+                at = time.monotonic() - began
+                run.worker_rss_samples.append((at, self.fleet.worker_rss()))
+                if stop.wait(RSS_EVERY):
+                    return
+
+        sampler = threading.Thread(target=sample, name="rss", daemon=True)
+        sampler.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            sampler.join()
 
     def _ended_since(self, first: int) -> int:
         self.polls += 1

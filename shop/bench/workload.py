@@ -1,6 +1,7 @@
 """The peers' workload: 100 products, 100 customers with money and 10 without, and
 order i for product i%100+1, quantity 1+i%3, from a customer without money when
-i%10 == 9 (so it fails at payment and is undone)."""
+i%10 == 9 (so it fails at payment and is undone); or, ``happy``, every order from a
+customer with money (what a happy saga costs, alone)."""
 
 from dataclasses import dataclass
 from decimal import Decimal
@@ -29,9 +30,9 @@ class Shop:
     rich: list[Customer]
     poor: list[Customer]
 
-    def order(self, i: int) -> dict:
+    def order(self, i: int, *, happy: bool = False) -> dict:
         """The arguments of ``order_place`` for order i of the workload."""
-        fails = i % 10 == 9
+        fails = i % 10 == 9 and not happy
         buyer = self.poor[(i // 10) % POOR] if fails else self.rich[i % RICH]
         return {
             "customer": buyer.user,
@@ -65,7 +66,7 @@ def _customer(username: str, balance: Decimal) -> Customer:
     return Customer(user=user, method_id=method.pk)
 
 
-def place(shop: Shop, i: int, mode: str) -> int:
+def place(shop: Shop, i: int, mode: str, *, happy: bool = False) -> int:
     """Place order i as the REST API does; return its saga's id."""
-    order, _ = order_place(**shop.order(i), mode=mode)
+    order, _ = order_place(**shop.order(i, happy=happy), mode=mode)
     return order.saga_id
