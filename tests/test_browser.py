@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import requests
 from django.core.management import call_command
 from django.db import connection
 from playwright.sync_api import Browser, Page, expect
@@ -130,18 +129,7 @@ def run_purchases(cluster: Cluster, web: str, flower: str) -> Shop:
     token = Token.objects.create(user=buyer.user).key
 
     def place(ship_to: str) -> int:
-        response = requests.post(
-            f"{web}/api/orders/",
-            json={
-                "items": [{"sku": "TEA", "quantity": 1}],
-                "payment_method_id": buyer.method_id,
-                "ship_to": ship_to,
-            },
-            headers={"Authorization": f"Token {token}"},
-            timeout=30,
-        )
-        assert response.status_code == 202, response.text
-        return response.json()["saga_id"]
+        return world.place_over_http(web, buyer, token, ship_to=ship_to)
 
     failed = place("AQ")
     [saga] = world.wait_ended([failed], timeout=120)

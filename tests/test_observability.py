@@ -116,18 +116,8 @@ def run_batch(cluster: Cluster, url: str) -> Batch:
     tokens = {c.user.pk: Token.objects.create(user=c.user).key for c in (rich, poor)}
 
     def place(customer, mode: str, ship_to: str = "JP") -> int:
-        response = requests.post(
-            f"{url}/api/orders/",
-            json={
-                "items": [{"sku": "TEA", "quantity": 1}],
-                "payment_method_id": customer.method_id,
-                "ship_to": ship_to,
-                "mode": mode,
-            },
-            headers={"Authorization": f"Token {tokens[customer.user.pk]}"},
-        )
-        assert response.status_code == 202, response.text
-        return response.json()["saga_id"]
+        token = tokens[customer.user.pk]
+        return world.place_over_http(url, customer, token, ship_to=ship_to, mode=mode)
 
     ids = {
         "completed": place(rich, "orchestration"),

@@ -5,6 +5,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+import requests
 from django.contrib.auth.models import User
 from django.db import connection
 from rest_framework.test import APIClient
@@ -107,6 +108,25 @@ def place(customer: Customer, items: dict[str, int], **kwargs) -> Saga:
 
 
 ALL_MODES = ("orchestration", "choreography", "tcc")
+
+
+def place_over_http(
+    url: str, customer: Customer, token: str, *, sku: str = "TEA", **fields
+) -> int:
+    """Place one order of one ``sku`` through a live web server's API, as a client
+    holding ``token`` would; return its saga's id (202, or the test fails)."""
+    response = requests.post(
+        f"{url}/api/orders/",
+        json={
+            "items": [{"sku": sku, "quantity": 1}],
+            "payment_method_id": customer.method_id,
+            **fields,
+        },
+        headers={"Authorization": f"Token {token}"},
+        timeout=30,
+    )
+    assert response.status_code == 202, response.text
+    return response.json()["saga_id"]
 
 
 def place_batch(
