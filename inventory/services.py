@@ -10,7 +10,6 @@ statements; a caller that must go on after a failure opens its own (a reaction d
 """
 
 from django.db import transaction
-from django.db.models import F
 from django.utils import timezone
 
 from inventory import selectors
@@ -18,6 +17,7 @@ from inventory.exceptions import InsufficientStock
 from inventory.models import OutboxMessage, Product, ReservationStatus, StockReservation
 from sagas.faults import fault_point
 from sagas.messaging.outbox import outbox_emit
+from shop import sql
 
 
 @transaction.atomic(savepoint=False)
@@ -59,17 +59,21 @@ def stock_reserve(
         product = products.get(sku)
         if product is None or product.available < quantity:
             raise InsufficientStock(sku, quantity, product.available if product else 0)
-    reservations = []
-    for sku, quantity in lines:
-        Product.objects.filter(pk=products[sku].pk).update(
-            available=F("available") - quantity, reserved=F("reserved") + quantity
-        )
-        reservations.append(
-            StockReservation(
-                order_ref=order_ref, product=products[sku], quantity=quantity
+    reservations = [
+        StockReservation(order_ref=order_ref, product=products[sku], quantity=quantity)
+        for sku, quantity in lines
+    ]
+    # The stock held and the reservations written in one round trip (a saga step's);
+    # one change per product row (an order holds a product once: a constraint).
+    sql.insert(
+        *reservations,
+        before=tuple(
+            sql.increment(
+                Product, r.product_id, available=-r.quantity, reserved=r.quantity
             )
-        )
-    StockReservation.objects.bulk_create(reservations)
+            for r in reservations
+        ),
+    )
     _emit("StockReserved", order_ref, lines)
     return reservations
 
@@ -96,15 +100,20 @@ def _settle(order_ref: int, outcome: str, topic: str) -> None:
         return
     moved_to = "available" if outcome == ReservationStatus.RELEASED else "sold"
     for reservation in held:
-        Product.objects.filter(pk=reservation.product_id).update(
-            reserved=F("reserved") - reservation.quantity,
-            **{moved_to: F(moved_to) + reservation.quantity},
-        )
-        reservation.move_to(
-            outcome
-        )  # checks the move; one UPDATE below stores them all
-    StockReservation.objects.filter(pk__in=[r.pk for r in held]).update(
-        status=outcome, updated_at=timezone.now()
+        reservation.move_to(outcome)  # checks the move; stored below
+    # The stock moved and the reservations settled in one round trip.
+    sql.together(
+        *(
+            sql.increment(
+                Product, r.product_id, reserved=-r.quantity, **{moved_to: r.quantity}
+            )
+            for r in held
+        ),
+        (
+            f"UPDATE {sql.table_of(StockReservation)} SET status = %s, "
+            "updated_at = %s WHERE id = ANY(%s)",
+            [outcome, timezone.now(), [r.pk for r in held]],
+        ),
     )
     _emit(topic, order_ref, [(r.product.sku, r.quantity) for r in held])
 

@@ -27,6 +27,7 @@ from payments.models import (
 )
 from sagas.faults import fault_point
 from sagas.messaging.outbox import outbox_emit
+from shop import sql
 
 
 @transaction.atomic(savepoint=False)
@@ -87,14 +88,15 @@ def _take(order_ref, customer_id, method_id, amount, status) -> Payment:
         raise PaymentMethodUnusable(method_id, why_not or "the customer has no account")
     if account.balance < amount:
         raise InsufficientFunds(amount, account.balance)
-    Account.objects.filter(pk=account.pk).update(balance=F("balance") - amount)
-    payment = Payment.objects.create(
+    # The balance taken and the payment written in one round trip (a saga step's).
+    payment = Payment(
         order_ref=order_ref,
         account=account,
         method_id=method_id,
         amount=amount,
         status=status,
     )
+    sql.insert(payment, before=(sql.increment(Account, account.pk, balance=-amount),))
     topic = (
         "PaymentCaptured" if status == PaymentStatus.CAPTURED else "PaymentAuthorized"
     )
@@ -145,15 +147,16 @@ def _give_back(order_ref: int, held: str, to: str) -> Payment | None:
     payment = selectors.payment_lock(order_ref=order_ref)
     if payment is None or payment.status != held:
         return payment
-    Account.objects.filter(pk=payment.account_id).update(
-        balance=F("balance") + payment.amount
-    )
     payment.move_to(to)
-    fields = ["status"]
+    fields = ("status",)
     if to == PaymentStatus.REFUNDED:
         payment.refunded_at = timezone.now()
-        fields.append("refunded_at")
-    payment.save(update_fields=fields)
+        fields += ("refunded_at",)
+    # The balance given back and the payment's new status in one round trip.
+    sql.together(
+        sql.increment(Account, payment.account_id, balance=payment.amount),
+        sql.update_of(payment, fields),
+    )
     _emit(f"Payment{to.capitalize()}", payment)
     return payment
 

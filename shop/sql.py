@@ -4,9 +4,11 @@ Django builds a queryset's SQL afresh each time it runs. For the few reads on a 
 hot path that costs several times what the query costs the database (`make bench`
 measured 4-6x the CPU of the same query run as text), so their selectors write the
 query once, as text, and the rows become model instances the way Django's own
-iterator makes them (``Model.from_db``, each field's ``from_db_value``). Two writes
-take one round trip where the ORM takes several: rows updated together, and a row
-inserted unless it exists. Everything else uses the ORM.
+iterator makes them (``Model.from_db``, each field's ``from_db_value``). The step
+path's writes are written the same way, and the writes of one change go to the
+database together, in one round trip where the ORM takes one per write: a payment
+and the balance it takes, a reservation and the stock it holds, a step and its saga.
+Everything else uses the ORM.
 """
 
 from functools import cache
@@ -71,23 +73,61 @@ def _converters(model: type[models.Model]) -> tuple:
     )
 
 
-def update_many(*changes: tuple[models.Model, tuple[str, ...]]) -> None:
-    """Save the ``fields`` of several rows in one statement: every UPDATE but the
-    last runs as a data-modifying CTE of it. Never two changes of one row (a CTE's
-    and its statement's updates of one row do not see each other)."""
-    statements, params = [], []
-    for instance, fields in changes:
-        assignments, values = _prepared(instance, fields, add=False)
-        statements.append(
-            f"UPDATE {table_of(type(instance))} SET "
-            + ", ".join(f"{column} = %s" for column in assignments)
-            + f" WHERE {_pk(instance)} = %s"
-        )
-        params += [*values, instance.pk]
-    *before, last = statements
-    ctes = ", ".join(f"u{n} AS ({sql})" for n, sql in enumerate(before))
+# A statement as text and its parameters, to be run alone or with others (together).
+Statement = tuple[str, list]
+
+
+def together(*statements: Statement) -> list[tuple]:
+    """Run ``statements`` in one round trip: every one but the last as a
+    data-modifying CTE of the last; return the last one's rows (its RETURNING).
+
+    Never two changes of one row: the CTEs and the last statement all see the rows
+    as they were before the statement, not one another's changes.
+    """
+    *before, (last, params) = statements
+    ctes = ", ".join(f"u{n} AS ({text})" for n, (text, _) in enumerate(before))
+    values = [value for _, first in before for value in first] + list(params)
     with connection.cursor() as cursor:
-        cursor.execute(f"WITH {ctes} {last}" if ctes else last, params)
+        cursor.execute(f"WITH {ctes} {last}" if ctes else last, values)
+        return cursor.fetchall() if cursor.description else []
+
+
+def update_many(*changes: tuple[models.Model, tuple[str, ...]]) -> None:
+    """Save the ``fields`` of several rows in one statement (``together``)."""
+    together(*(update_of(instance, fields) for instance, fields in changes))
+
+
+def update_of(instance: models.Model, fields: tuple[str, ...]) -> Statement:
+    """The UPDATE that saves ``fields`` of ``instance`` (auto_now fields: now)."""
+    assignments, values = _prepared(instance, fields, add=False)
+    return (
+        f"UPDATE {table_of(type(instance))} SET "
+        + ", ".join(f"{column} = %s" for column in assignments)
+        + f" WHERE {_pk(instance)} = %s",
+        [*values, instance.pk],
+    )
+
+
+def increment(model: type[models.Model], pk, **deltas) -> Statement:
+    """The UPDATE that adds ``deltas`` to columns of one row (a negative one takes
+    away), as ``update(column=F(column) + delta)`` would, without building a query."""
+    columns = [_quoted(model, name) for name in deltas]
+    return (
+        f"UPDATE {table_of(model)} SET "
+        + ", ".join(f"{column} = {column} + %s" for column in columns)
+        + f" WHERE {_quoted(model, model._meta.pk.name)} = %s",
+        [*deltas.values(), pk],
+    )
+
+
+def insert(*instances: models.Model, before: tuple[Statement, ...] = ()) -> None:
+    """INSERT ``instances`` of one model in one statement, each one's pk set from the
+    database, with the statements ``before`` it in the same round trip
+    (``together``)."""
+    rows = together(*before, _insert_of(*instances))
+    # RETURNING gives the rows in the order of the VALUES list (as bulk_create takes).
+    for instance, (pk,) in zip(instances, rows, strict=True):
+        _inserted(instance, pk)
 
 
 def insert_once(instance: models.Model, *, unique: tuple[str, ...]) -> bool:
@@ -95,20 +135,35 @@ def insert_once(instance: models.Model, *, unique: tuple[str, ...]) -> bool:
     constraint's) exists, in one round trip (``ON CONFLICT DO NOTHING``); True,
     with its pk set, if it went in. An idempotent step writes its row this way
     instead of looking for it first."""
-    fields = [f.attname for f in instance._meta.concrete_fields if not f.primary_key]
-    columns, values = _prepared(instance, fields, add=True)
     conflict = ", ".join(_column(instance, name) for name in unique)
-    inserted = fetch(
-        f"INSERT INTO {table_of(type(instance))} ({', '.join(columns)}) "
-        f"VALUES ({', '.join(['%s'] * len(values))}) "
-        f"ON CONFLICT ({conflict}) DO NOTHING RETURNING {_pk(instance)}",
-        values,
+    inserted = together(
+        _insert_of(instance, on_conflict=f"ON CONFLICT ({conflict}) DO NOTHING")
     )
     if not inserted:
         return False
-    instance.pk = inserted[0][0]
-    instance._state.adding, instance._state.db = False, connection.alias
+    _inserted(instance, inserted[0][0])
     return True
+
+
+def _insert_of(*instances: models.Model, on_conflict: str = "") -> Statement:
+    meta = instances[0]._meta
+    fields = [f.attname for f in meta.concrete_fields if not f.primary_key]
+    rows, values = [], []
+    for instance in instances:
+        columns, row = _prepared(instance, fields, add=True)
+        rows.append(f"({', '.join(['%s'] * len(row))})")
+        values += row
+    return (
+        f"INSERT INTO {table_of(type(instances[0]))} ({', '.join(columns)}) "
+        f"VALUES {', '.join(rows)} {on_conflict} RETURNING {_pk(instances[0])}",
+        values,
+    )
+
+
+def _inserted(instance: models.Model, pk) -> models.Model:
+    instance.pk = pk
+    instance._state.adding, instance._state.db = False, connection.alias
+    return instance
 
 
 def _prepared(instance, fields, *, add: bool) -> tuple[list[str], list]:
@@ -124,7 +179,11 @@ def _prepared(instance, fields, *, add: bool) -> tuple[list[str], list]:
 
 
 def _column(instance, name: str) -> str:
-    return connection.ops.quote_name(instance._meta.get_field(name).column)
+    return _quoted(type(instance), name)
+
+
+def _quoted(model: type[models.Model], name: str) -> str:
+    return connection.ops.quote_name(model._meta.get_field(name).column)
 
 
 def _pk(instance) -> str:

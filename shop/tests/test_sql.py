@@ -190,3 +190,60 @@ def test_rows_updated_together_in_one_statement(placed):
     saga_now = Saga.objects.get(pk=saga.pk)
     assert saga_now.context["shipment_id"] == 7
     assert saga_now.updated_at > saga.created_at
+
+
+def writes(call) -> list[str]:
+    """The statements ``call`` sends but its reads, locks (SELECT) and transaction."""
+    with CaptureQueriesContext(connection) as ran:
+        call()
+    return [
+        q["sql"]
+        for q in ran.captured_queries
+        if not q["sql"].startswith(("SELECT", "BEGIN", "COMMIT"))
+    ]
+
+
+def test_a_payment_and_the_balance_it_takes_are_written_in_one_statement(placed):
+    from payments.models import Payment
+    from payments.services import payment_charge, payment_refund
+
+    user, method, order = placed
+    charge = {"customer_id": user.pk, "method_id": method.pk, "amount": Decimal("30")}
+
+    assert len(writes(lambda: payment_charge(order_ref=order.pk, **charge))) == 1
+    payment = Payment.objects.get()
+    assert (payment.order_ref, payment.amount, payment.status) == (
+        order.pk,
+        Decimal("30.00"),
+        "CAPTURED",
+    )
+    assert payment.created_at is not None
+    assert Account.objects.get(customer=user).balance == Decimal("70.00")
+
+    assert len(writes(lambda: payment_refund(order_ref=order.pk))) == 1
+    payment.refresh_from_db()
+    assert payment.status == "REFUNDED" and payment.refunded_at is not None
+    assert Account.objects.get(customer=user).balance == Decimal("100.00")
+
+
+def test_stock_held_and_settled_in_one_statement_each(placed):
+    from inventory.services import stock_commit
+
+    _, _, order = placed
+    product_make(sku="JAM", price="3.00", units=5)
+    lines = [("TEA", 5), ("JAM", 1)]
+
+    assert len(writes(lambda: stock_reserve(order_ref=order.pk, lines=lines))) == 1
+    held = StockReservation.objects.filter(order_ref=order.pk).order_by("pk")
+    assert [(r.product.sku, r.quantity, r.status) for r in held] == [
+        ("TEA", 5, ReservationStatus.HELD),
+        ("JAM", 1, ReservationStatus.HELD),
+    ]
+    tea, jam = Product.objects.get(sku="TEA"), Product.objects.get(sku="JAM")
+    assert (tea.available, tea.reserved, jam.available, jam.reserved) == (5, 5, 4, 1)
+
+    assert len(writes(lambda: stock_commit(order_ref=order.pk))) == 1
+    assert set(held.values_list("status", flat=True)) == {ReservationStatus.COMMITTED}
+    tea, jam = Product.objects.get(sku="TEA"), Product.objects.get(sku="JAM")
+    assert (tea.available, tea.reserved, tea.sold) == (5, 0, 5)
+    assert (jam.available, jam.reserved, jam.sold) == (4, 0, 1)
