@@ -26,15 +26,42 @@ def saga_lock(*, saga_id: int, statement_timeout: float | None = None) -> Saga |
     set in the same round trip as the lock (set_config(.., true) is ``SET LOCAL``).
     On the hot path: hand-written SQL (shop.sql).
     """
+    lock, params = _lock(saga_id, statement_timeout, f"{sql.columns(Saga)}")
+    return sql.first(sql.instances(Saga, lock, params))
+
+
+def saga_lock_with_steps(
+    *, saga_id: int, statement_timeout: float | None = None
+) -> tuple[Saga | None, list[SagaStep]]:
+    """saga_lock, then the saga and its steps as the lock's last holder left them, in
+    one round trip: two statements sent as one message (simple query protocol).
+
+    Two statements, not one: under READ COMMITTED each statement reads from a
+    snapshot of its own start, so the second, started once the lock is held, sees
+    what the holder before committed. One statement that locked the saga and joined
+    its steps would read the steps as they were before it waited for the lock.
+    """
+    lock, params = _lock(saga_id, statement_timeout, "1")
+    saga_table, step_table = sql.table_of(Saga), sql.table_of(SagaStep)
+    read = (
+        f"SELECT {sql.columns(Saga)}, {sql.columns(SagaStep)} FROM {saga_table} "
+        f"JOIN {step_table} ON {step_table}.saga_id = {saga_table}.id "
+        f"WHERE {saga_table}.id = %s ORDER BY {step_table}.index"
+    )
+    rows = sql.fetch(f"{lock}; {read}", [*params, saga_id])
+    if not rows:
+        return None, []
+    saga = sql.instance(Saga, rows[0])
+    return saga, [sql.instance(SagaStep, row, start=sql.width(Saga)) for row in rows]
+
+
+def _lock(saga_id: int, statement_timeout: float | None, select: str):
     also, params = "", [saga_id]
     if statement_timeout is not None:
         also = ", set_config('statement_timeout', %s, true) AS _timeout"
         params.insert(0, str(max(1, int(statement_timeout * 1000))))
-    query = (
-        f"SELECT {sql.columns(Saga)}{also} FROM {sql.table_of(Saga)} "
-        "WHERE id = %s FOR UPDATE"
-    )
-    return sql.first(sql.instances(Saga, query, params))
+    query = f"SELECT {select}{also} FROM {sql.table_of(Saga)} WHERE id = %s FOR UPDATE"
+    return query, params
 
 
 def saga_steps(*, saga: Saga) -> list[SagaStep]:

@@ -109,8 +109,9 @@ def _react(handler: Handler, definition, app, headers: dict, message: dict) -> N
     )
     # Locked for update: the reaction records its outcome on the saga. The recovery
     # sweep (FOR UPDATE SKIP LOCKED) passes over a saga while one of its reactions
-    # runs, so it never takes work in progress for lost.
-    saga = selectors.saga_lock(saga_id=headers.get("saga_id"))
+    # runs, so it never takes work in progress for lost. Its steps come in the same
+    # round trip; the reaction's work does not change them, its tracking below does.
+    saga, steps = selectors.saga_lock_with_steps(saga_id=headers.get("saga_id"))
     if (
         not accepted
         or saga is None
@@ -132,7 +133,6 @@ def _react(handler: Handler, definition, app, headers: dict, message: dict) -> N
     ):
         ROLES[handler.role](reaction)
     if reaction.emitted:
-        steps = selectors.saga_steps(saga=saga)
         tracker.saga_track(
             saga,
             steps,

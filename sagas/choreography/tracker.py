@@ -242,10 +242,9 @@ def saga_track_message(message: dict) -> None:
     an upgrade. Moves are forward only, so an event followed twice changes nothing."""
     headers = message.get("headers", {})
     with transaction.atomic(durable=True):
-        saga = selectors.saga_lock(saga_id=headers.get("saga_id"))
+        saga, steps = selectors.saga_lock_with_steps(saga_id=headers.get("saga_id"))
         if saga is None or saga.mode != Mode.CHOREOGRAPHY:
             return
         event = Emitted(message["topic"], message.get("payload", {}), headers)
         at = datetime.fromisoformat(message["created_at"])
-        steps = selectors.saga_steps(saga=saga)
         saga_track(saga, steps, registry.definition_of(saga), [event], at=at)

@@ -69,10 +69,11 @@ def saga_step_run(
     timeout = unit_timeout(definition, index, phase)
     with transaction.atomic(durable=True):
         # Every database wait after the lock is bounded by the unit's deadline.
-        saga = selectors.saga_lock(saga_id=saga_id, statement_timeout=timeout)
+        saga, steps = selectors.saga_lock_with_steps(
+            saga_id=saga_id, statement_timeout=timeout
+        )
         if saga is None:
             return StepOutcome.STALE
-        steps = selectors.saga_steps(saga=saga)
         if _refuse_changed_steps(saga, steps, definition):
             return StepOutcome.STALE
         verdict = _verdict(saga, steps, definition, index, phase, generation, task_id)
@@ -240,10 +241,9 @@ def saga_step_failed(
 ) -> None:
     """Record a failed attempt, then retry it, compensate, or mark the saga FAILED."""
     with transaction.atomic(durable=True):
-        saga = selectors.saga_lock(saga_id=saga_id)
+        saga, steps = selectors.saga_lock_with_steps(saga_id=saga_id)
         if saga is None:
             return
-        steps = selectors.saga_steps(saga=saga)
         if _refuse_changed_steps(saga, steps, definition):
             return
         verdict = _verdict(saga, steps, definition, index, phase, generation, task_id)

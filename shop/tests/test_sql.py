@@ -2,6 +2,7 @@
 field converted alike, and the row locks they promise, seen from a second session."""
 
 import contextlib
+import threading
 from decimal import Decimal
 
 import psycopg2
@@ -247,3 +248,46 @@ def test_stock_held_and_settled_in_one_statement_each(placed):
     tea, jam = Product.objects.get(sku="TEA"), Product.objects.get(sku="JAM")
     assert (tea.available, tea.reserved, tea.sold) == (5, 0, 5)
     assert (jam.available, jam.reserved, jam.sold) == (4, 0, 1)
+
+
+def test_a_saga_and_its_steps_come_locked_in_one_round_trip(placed):
+    _, _, order = placed
+    saga = Saga.objects.get(pk=order.saga_id)
+
+    with transaction.atomic(), CaptureQueriesContext(connection) as ran:
+        locked, steps = saga_selectors.saga_lock_with_steps(
+            saga_id=saga.pk, statement_timeout=3
+        )
+        assert len(ran.captured_queries) == 1  # the lock and the read, one message
+        assert fields(locked) == fields(saga)
+        assert [fields(s) for s in steps] == [
+            fields(s) for s in SagaStep.objects.filter(saga=saga).order_by("index")
+        ]
+        assert locked_elsewhere(Saga, saga.pk)
+    with transaction.atomic():
+        assert saga_selectors.saga_lock_with_steps(saga_id=10**12) == (None, [])
+
+
+def test_the_steps_read_are_those_the_lock_holder_before_committed(placed):
+    """Whoever held the saga while this waited for it changed a step: the read after
+    the lock sees the change (one statement that locked and joined would not)."""
+    _, _, order = placed
+    saga = Saga.objects.get(pk=order.saga_id)
+    holder = psycopg2.connect(**connection.get_connection_params())
+    with contextlib.closing(holder), holder.cursor() as cursor:
+        cursor.execute("SELECT 1 FROM sagas_saga WHERE id = %s FOR UPDATE", [saga.pk])
+        cursor.execute(
+            "UPDATE sagas_sagastep SET status = 'SUCCEEDED', attempts = 1 "
+            "WHERE saga_id = %s AND index = 0",
+            [saga.pk],
+        )
+        cursor.execute(
+            "UPDATE sagas_saga SET current_step = 1 WHERE id = %s", [saga.pk]
+        )
+        threading.Timer(0.5, holder.commit).start()  # while the lock below waits
+
+        with transaction.atomic():
+            locked, steps = saga_selectors.saga_lock_with_steps(saga_id=saga.pk)
+
+    assert locked.current_step == 1
+    assert (steps[0].status, steps[0].attempts) == ("SUCCEEDED", 1)
