@@ -259,7 +259,7 @@ def _order_end(order_id: int, status: str, topic: str, *, reason: str = "") -> O
         return order  # ended by an earlier delivery
     order.move_to(status)
     order.cancel_reason = reason[:2000]
-    sql.update_many((order, ("status", "cancel_reason", "updated_at")))
+    sql.together(sql.update_of(order, ("status", "cancel_reason", "updated_at")))
     _emit(topic, order, {"reason": reason} if reason else {})
     return order
 

@@ -40,19 +40,23 @@ def saga_lock_with_steps(
     snapshot of its own start, so the second, started once the lock is held, sees
     what the holder before committed. One statement that locked the saga and joined
     its steps would read the steps as they were before it waited for the lock.
+    psycopg2 runs such a message in one go and returns the last statement's rows.
+    A saga with no step rows (deleted by hand) comes with none, for its caller to
+    flag, as saga_steps would give.
     """
     lock, params = _lock(saga_id, statement_timeout, "1")
     saga_table, step_table = sql.table_of(Saga), sql.table_of(SagaStep)
     read = (
         f"SELECT {sql.columns(Saga)}, {sql.columns(SagaStep)} FROM {saga_table} "
-        f"JOIN {step_table} ON {step_table}.saga_id = {saga_table}.id "
+        f"LEFT JOIN {step_table} ON {step_table}.saga_id = {saga_table}.id "
         f"WHERE {saga_table}.id = %s ORDER BY {step_table}.index"
     )
     rows = sql.fetch(f"{lock}; {read}", [*params, saga_id])
     if not rows:
         return None, []
-    saga = sql.instance(Saga, rows[0])
-    return saga, [sql.instance(SagaStep, row, start=sql.width(Saga)) for row in rows]
+    saga, start = sql.instance(Saga, rows[0]), sql.width(Saga)
+    steps = [sql.instance(SagaStep, row, start=start) for row in rows]
+    return saga, [step for step in steps if step.pk is not None]
 
 
 def _lock(saga_id: int, statement_timeout: float | None, select: str):

@@ -123,7 +123,11 @@ def increment(model: type[models.Model], pk, **deltas) -> Statement:
 def insert(*instances: models.Model, before: tuple[Statement, ...] = ()) -> None:
     """INSERT ``instances`` of one model in one statement, each one's pk set from the
     database, with the statements ``before`` it in the same round trip
-    (``together``)."""
+    (``together``); with no instances, only those."""
+    if not instances:
+        if before:
+            together(*before)
+        return
     rows = together(*before, _insert_of(*instances))
     # RETURNING gives the rows in the order of the VALUES list (as bulk_create takes).
     for instance, (pk,) in zip(instances, rows, strict=True):

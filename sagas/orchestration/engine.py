@@ -2,7 +2,8 @@
 
 Serves orchestrated sagas and, through the same steps, try-confirm-cancel ones (whose
 steps are the tries and the confirms, each passing its barrier). Every function that
-changes a saga first locks its row (selectors.saga_lock) and holds the lock to commit,
+changes a saga first locks its row (selectors.saga_lock, or saga_lock_with_steps,
+which reads its steps in the same round trip) and holds the lock to commit,
 so one step task, errback, sweep or operator works on a saga at a time (but for
 saga_report_sent, one statement that only moves a saga's times later). A step's
 action, its step record, the saga's progress and the dispatch of what comes next

@@ -251,6 +251,14 @@ def test_a_saga_whose_steps_no_longer_match_its_definition_is_left_alone(saga):
         lifecycle.saga_cancel(saga_id=saga.pk, actor="ops")
 
 
+def test_a_saga_whose_step_rows_are_gone_is_flagged_not_run(saga):
+    saga.steps.all().delete()  # by hand, in the database
+
+    assert run(saga, CHARGE) is StepOutcome.STALE
+    saga.refresh_from_db()
+    assert "no longer match the definition" in saga.attention
+
+
 def test_an_outage_after_the_pivot_is_retried_and_shows_it_needs_attention(
     saga, settings
 ):

@@ -3,6 +3,7 @@ field converted alike, and the row locks they promise, seen from a second sessio
 
 import contextlib
 import threading
+import time
 from decimal import Decimal
 
 import psycopg2
@@ -211,8 +212,13 @@ def test_a_payment_and_the_balance_it_takes_are_written_in_one_statement(placed)
     user, method, order = placed
     charge = {"customer_id": user.pk, "method_id": method.pk, "amount": Decimal("30")}
 
-    assert len(writes(lambda: payment_charge(order_ref=order.pk, **charge))) == 1
+    taken = []
+    assert (
+        len(writes(lambda: taken.append(payment_charge(order_ref=order.pk, **charge))))
+        == 1
+    )
     payment = Payment.objects.get()
+    assert taken[0].pk == payment.pk
     assert (payment.order_ref, payment.amount, payment.status) == (
         order.pk,
         Decimal("30.00"),
@@ -234,8 +240,14 @@ def test_stock_held_and_settled_in_one_statement_each(placed):
     product_make(sku="JAM", price="3.00", units=5)
     lines = [("TEA", 5), ("JAM", 1)]
 
-    assert len(writes(lambda: stock_reserve(order_ref=order.pk, lines=lines))) == 1
+    made = []
+    assert (
+        len(writes(lambda: made.extend(stock_reserve(order_ref=order.pk, lines=lines))))
+        == 1
+    )
     held = StockReservation.objects.filter(order_ref=order.pk).order_by("pk")
+    assert [(r.pk, r.product_id) for r in made] == [(r.pk, r.product_id) for r in held]
+    assert stock_reserve(order_ref=order.pk + 1, lines=[]) == []
     assert [(r.product.sku, r.quantity, r.status) for r in held] == [
         ("TEA", 5, ReservationStatus.HELD),
         ("JAM", 1, ReservationStatus.HELD),
@@ -273,7 +285,8 @@ def test_the_steps_read_are_those_the_lock_holder_before_committed(placed):
     the lock sees the change (one statement that locked and joined would not)."""
     _, _, order = placed
     saga = Saga.objects.get(pk=order.saga_id)
-    holder = psycopg2.connect(**connection.get_connection_params())
+    params = connection.get_connection_params()
+    holder = psycopg2.connect(**params)
     with contextlib.closing(holder), holder.cursor() as cursor:
         cursor.execute("SELECT 1 FROM sagas_saga WHERE id = %s FOR UPDATE", [saga.pk])
         cursor.execute(
@@ -284,10 +297,46 @@ def test_the_steps_read_are_those_the_lock_holder_before_committed(placed):
         cursor.execute(
             "UPDATE sagas_saga SET current_step = 1 WHERE id = %s", [saga.pk]
         )
-        threading.Timer(0.5, holder.commit).start()  # while the lock below waits
+        waited = []
 
+        def commit_once_the_lock_waits():
+            waited.append(wait_for_a_lock_wait(holder.get_backend_pid(), params))
+            holder.commit()
+
+        threading.Thread(target=commit_once_the_lock_waits).start()
         with transaction.atomic():
             locked, steps = saga_selectors.saga_lock_with_steps(saga_id=saga.pk)
 
+    assert waited == [True]  # the read came after a wait for the lock
     assert locked.current_step == 1
     assert (steps[0].status, steps[0].attempts) == ("SUCCEEDED", 1)
+
+
+def wait_for_a_lock_wait(holder_pid: int, params) -> bool:
+    """Has a session come to wait for a lock that ``holder_pid`` holds (within 10 s)?"""
+    watcher = psycopg2.connect(**params)
+    watcher.autocommit = True
+    with contextlib.closing(watcher), watcher.cursor() as cursor:
+        for _ in range(1000):
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE %s = ANY(pg_blocking_pids(pid))",
+                [holder_pid],
+            )
+            if cursor.fetchone()[0]:
+                return True
+            time.sleep(0.01)
+    return False
+
+
+def test_a_saga_whose_steps_are_gone_comes_with_none(placed):
+    """For its caller to flag (the engine's check of the recorded steps), as a read
+    of the steps alone would give them."""
+    _, _, order = placed
+    saga = Saga.objects.get(pk=order.saga_id)
+    SagaStep.objects.filter(saga=saga).delete()
+
+    with transaction.atomic():
+        locked, steps = saga_selectors.saga_lock_with_steps(saga_id=saga.pk)
+
+    assert (locked.pk, steps) == (saga.pk, [])
