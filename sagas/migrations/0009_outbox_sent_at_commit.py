@@ -1,0 +1,12 @@
+"""The relay is woken only for outbox rows due now: a row its writer sends at commit
+is due later, and the relay takes it then only if it is still pending."""
+
+from django.db import migrations
+
+from sagas.messaging.outbox import outbox_notify_when_due
+
+
+class Migration(migrations.Migration):
+    dependencies = [("sagas", "0008_tracking_in_the_reactions_transaction")]
+
+    operations = [outbox_notify_when_due("sagas_outboxmessage")]
