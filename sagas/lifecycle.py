@@ -37,9 +37,8 @@ def saga_start(
 ) -> Saga:
     """Record a saga and what launches it, inside the caller's transaction.
 
-    Nothing is sent here: the first work is sent once the caller commits (by the
-    caller's process, else the relay), so a rolled-back caller never starts a saga
-    and a committed one always does.
+    Nothing is sent here: the relay sends the first work once the caller commits,
+    so a rolled-back caller never starts a saga and a committed one always does.
     ``idempotency_key`` (per saga name) is unique: a second saga with a key already
     taken is refused by the database (IntegrityError), with the caller's transaction.
     """
@@ -60,10 +59,8 @@ def saga_start(
             SagaStep(saga=saga, index=i, name=step_name)
             for i, step_name in enumerate(definition.step_names)
         )
-        # Counted once the caller commits, before its launch is sent then (the
-        # order of the hooks): its story starts with it.
-        telemetry.saga_started(saga)
         runner_of(saga).saga_launch(saga, definition)
+    telemetry.saga_started(saga)  # counted once the caller commits
     return saga
 
 

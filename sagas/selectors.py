@@ -160,8 +160,10 @@ def sagas_needing_attention_q() -> Q:
 
 # A row the relay is to publish now. The relay's statements are hand-written SQL
 # (shop.sql): in a choreographed saga it claims and marks a row for every event.
-_PENDING = "published_at IS NULL AND dead_at IS NULL"
-_DUE = f"{_PENDING} AND (next_attempt_at IS NULL OR next_attempt_at <= %s)"
+_DUE = (
+    "published_at IS NULL AND dead_at IS NULL "
+    "AND (next_attempt_at IS NULL OR next_attempt_at <= %s)"
+)
 
 
 def outbox_claim(
@@ -170,19 +172,15 @@ def outbox_claim(
     now: datetime,
     limit: int,
     min_age: timedelta | None = None,
-    ids: list[int] | None = None,
 ) -> list[AbstractOutboxMessage]:
     """Lock a batch of due, unpublished rows; rows another relay holds are skipped.
-    ``ids``: those rows if pending, due or not (their writer sends them at commit).
 
     Rows are picked by "not yet published", never by a last-seen id: ids are allocated
     at insert and commit out of order, so a watermark would skip a late committer.
     """
     where, params = _DUE, [now]
-    if ids is not None:
-        where, params = f"{_PENDING} AND id = ANY(%s)", [ids]
     if min_age is not None:
-        where, params = f"{where} AND created_at <= %s", [*params, now - min_age]
+        where, params = f"{where} AND created_at <= %s", [now, now - min_age]
     tail = "ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED"
     return sql.select(model, where, [*params, limit], tail=tail)
 

@@ -314,14 +314,6 @@ SAGA_FAULTS = env("SAGA_FAULTS", default="")
 # Events no app subscribes to (an orchestrated purchase's StockReserved, ...) are not
 # written; true keeps them in their app's outbox as a record, marked already handled.
 OUTBOX_KEEP_UNSUBSCRIBED = env.bool("OUTBOX_KEEP_UNSUBSCRIBED", default=False)
-# The process that writes an outbox row publishes it once its transaction commits
-# (no relay hop); the relay takes a row still pending OUTBOX_SEND_GRACE seconds later
-# (its writer crashed, or the broker failed it). False: the relay sends every row.
-OUTBOX_SEND_AT_COMMIT = env.bool("OUTBOX_SEND_AT_COMMIT", default=True)
-OUTBOX_SEND_GRACE = env.float("OUTBOX_SEND_GRACE", default=2.0)
-# After a failed send at commit, a process leaves its rows to the relay this long
-# (a broker that is away or hangs would otherwise hold every commit up to its timeout).
-OUTBOX_SEND_PAUSE = env.float("OUTBOX_SEND_PAUSE", default=10.0)
 # Published outbox rows are kept this long, then deleted.
 MESSAGE_RETENTION_DAYS = env.int("MESSAGE_RETENTION_DAYS", default=7)
 # Handled messages are remembered this long: the window in which a copy is dropped.

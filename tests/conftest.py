@@ -85,9 +85,6 @@ def broker(request, settings):
     else:
         server = LocalRedis().start()
     settings.CELERY_BROKER_URL = server.url
-    # This process's Celery app keeps the session's broker: what it writes (the orders
-    # it places) goes out through the relay of the test's cluster, to this broker.
-    settings.OUTBOX_SEND_AT_COMMIT = False
     yield server
     if request.param == "rabbitmq":
         server.remove()

@@ -84,15 +84,13 @@ def test_every_event_delivered_twice_and_more_changes_nothing(cluster):
 
 
 def test_a_failure_that_overtakes_the_event_before_it_ends_the_purchase_right(
-    cluster, settings
+    cluster,
 ):
     """An operator cancels while the event that would start the first step is held
     back. The failure arrives first; the held-back event, when it comes, finds its
     step fenced and does nothing: no charge, no stock, the order cancelled."""
-    # The session's relay is stopped and this process leaves its rows to it while
-    # the order is placed, so that what it writes stays in the outbox until the test
-    # has held its first event back.
-    settings.OUTBOX_SEND_AT_COMMIT = False
+    # The session's relay is stopped while the order is placed, so that what it
+    # writes stays in the outbox until the test has held its first event back.
     cluster.kill("relay", signal.SIGTERM)
     try:
         world.product("TEA", price="10.00", units=10)

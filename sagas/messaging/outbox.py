@@ -1,23 +1,18 @@
 """The transactional outbox all apps share: one abstract table, one line per app.
 
 A service writes its domain rows and its outbox row in one transaction, so an event
-exists if and only if the change it announces committed. The process that wrote it
-publishes it as soon as that transaction commits (OUTBOX_SEND_AT_COMMIT), as the relay
-would; the relay (sagas.messaging.relay) is the backup: it takes a row its writer did
-not send (a crash, a broker outage) once OUTBOX_SEND_GRACE has passed, and every row
-written with sending at commit off at once, woken by a NOTIFY PostgreSQL delivers at
-commit. An event nobody subscribes to is not written at all (no row, no relay, no
-broker), unless OUTBOX_KEEP_UNSUBSCRIBED keeps it as a record, written as already
-handled: the relay never reads it and its commit wakes no one.
+exists if and only if the change it announces committed. The relay
+(sagas.messaging.relay) publishes pending rows afterwards, woken by a NOTIFY
+PostgreSQL delivers at commit. An event nobody subscribes to is not written at all
+(no row, no relay, no broker), unless OUTBOX_KEEP_UNSUBSCRIBED keeps it as a record,
+written as already handled: the relay never reads it and its commit wakes no one.
 """
 
-import functools
 import uuid
-from datetime import timedelta
 
 from django.apps import apps
 from django.conf import settings
-from django.db import migrations, models, transaction
+from django.db import migrations, models
 from django.db.models import Q
 from django.utils import timezone
 
@@ -95,26 +90,14 @@ def outbox_emit(
     wanted = subscriptions.wanted(topic, headers)
     if not wanted and not settings.OUTBOX_KEEP_UNSUBSCRIBED:
         return None
-    at_commit = wanted and settings.OUTBOX_SEND_AT_COMMIT
-    now = timezone.now()
-    row = model.objects.create(
+    return model.objects.create(
         topic=topic,
         aggregate_id=str(aggregate_id),
         payload=payload,
         headers=headers,
         saga_id=headers.get("saga_id"),
-        published_at=None if wanted else now,
-        # Not the relay's until then (nor woken for: see outbox_notify_when_due).
-        next_attempt_at=(
-            now + timedelta(seconds=settings.OUTBOX_SEND_GRACE) if at_commit else None
-        ),
+        published_at=None if wanted else timezone.now(),
     )
-    if at_commit:
-        from sagas.messaging.relay import outbox_send_at_commit  # it imports this
-
-        # Never before the commit: a consumer must find what the event announces.
-        transaction.on_commit(functools.partial(outbox_send_at_commit, model, row.pk))
-    return row
 
 
 def outbox_notify_trigger(table: str) -> migrations.RunSQL:
@@ -139,22 +122,6 @@ def outbox_notify_trigger(table: str) -> migrations.RunSQL:
             DROP TRIGGER IF EXISTS {function} ON {table};
             DROP FUNCTION IF EXISTS {function}();
         """,
-    )
-
-
-def outbox_notify_when_due(table: str) -> migrations.RunSQL:
-    """A migration operation: NOTIFY the relay only for a row due now, not for one its
-    writer sends at commit (written due later: the relay's poll finds it if not)."""
-    function = f"{table}_notify"
-    create = f"""
-        DROP TRIGGER IF EXISTS {function} ON {table};
-        CREATE TRIGGER {function} AFTER INSERT ON {table}
-            FOR EACH ROW WHEN (NEW.published_at IS NULL AND {{when}})
-            EXECUTE FUNCTION {function}();
-    """
-    return migrations.RunSQL(
-        sql=create.format(when="NEW.next_attempt_at IS NULL"),
-        reverse_sql=create.format(when="TRUE"),
     )
 
 

@@ -71,43 +71,14 @@ def outbox_relay(
     return total
 
 
-# Until then (time.monotonic()), this process leaves the rows it writes to the relay.
-_send_at_commit_paused_until = 0.0
-
-
-def outbox_send_at_commit(model: type[AbstractOutboxMessage], pk: int) -> None:
-    """Publish a row its writer has just committed, as the relay would (claimed, sent,
-    marked, in a transaction of its own), unless the relay or another copy of this
-    took it first. Called after the commit (outbox_emit), it never raises: a row not
-    sent stays pending, postponed if the broker refused it, for the relay to take.
-
-    A broker that fails one send pauses sending at commit in this process for
-    OUTBOX_SEND_PAUSE: every commit would otherwise wait for it, a web request too.
-    """
-    global _send_at_commit_paused_until
-    if time.monotonic() < _send_at_commit_paused_until:
-        return
-    try:
-        _, complete = _relay_batch(model, batch=1, min_age=None, ids=[pk])
-    except Exception as exc:  # the database is away: the row is the relay's
-        logger.warning("outbox %s row %s not sent at commit: %r", model, pk, exc)
-        complete = False
-    if not complete:
-        _send_at_commit_paused_until = time.monotonic() + settings.OUTBOX_SEND_PAUSE
-
-
 def _relay_batch(
-    model: type[AbstractOutboxMessage],
-    *,
-    batch: int,
-    min_age: timedelta | None,
-    ids: list[int] | None = None,
+    model: type[AbstractOutboxMessage], *, batch: int, min_age: timedelta | None
 ) -> tuple[int, bool]:
     """Publish one batch; return (rows published, whether the whole batch went out)."""
     now = timezone.now()
     with transaction.atomic():
         rows = selectors.outbox_claim(
-            model=model, now=now, limit=batch, min_age=min_age, ids=ids
+            model=model, now=now, limit=batch, min_age=min_age
         )
         done: list[int] = []
         with contextlib.ExitStack() as stack:

@@ -77,8 +77,6 @@ def test_the_step_paths_reads_give_what_the_orm_gives(placed):
         assert fields(orders_selectors.shipment_of(order_id=order.pk)) == fields(
             Shipment.objects.get()
         )
-    # Sent at commit: made pending and due again, for the relay to claim.
-    OutboxMessage.objects.update(published_at=None, next_attempt_at=None)
     [claimed] = saga_selectors.outbox_claim(
         model=OutboxMessage, now=timezone.now(), limit=10
     )
