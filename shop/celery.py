@@ -5,10 +5,10 @@ import os
 from celery import Celery
 from celery.app.events import Events
 from celery.events.dispatcher import EventDispatcher
-from celery.signals import setup_logging, task_postrun, task_prerun
+from celery.signals import setup_logging, task_postrun, task_prerun, worker_init
 
 from sagas.messaging import tracing
-from shop import brokers
+from shop import brokers, timelimits
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "shop.settings")
 brokers.release_prefetch_slot_on_failed_ack()
@@ -43,6 +43,8 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 # Celery's "Task ... received" lines carry the saga of the message.
 app.steps["consumer"].add(tracing.BindHeadersOnReceipt)
+# A solo worker (one per core: the fastest layout) enforces the steps' time limits.
+worker_init.connect(timelimits.enforce_in_solo_workers)
 
 
 @setup_logging.connect

@@ -33,11 +33,17 @@ class Cluster:
     """
 
     def __init__(
-        self, *, db_name: str, env: dict[str, str] | None = None, concurrency: int = 2
+        self,
+        *,
+        db_name: str,
+        env: dict[str, str] | None = None,
+        concurrency: int = 2,
+        pool: str = "prefork",
     ):
         self.logs = Path(tempfile.mkdtemp(prefix="sagashop-cluster-"))
         self.env = {**os.environ, "DATABASE_NAME": db_name, **(env or {})}
         self.concurrency = concurrency
+        self.pool = pool  # prefork, as `make run`; solo, one per core, as the bench
         self.procs: dict[str, subprocess.Popen] = {}
         self.commands: dict[str, list[str]] = {}
         self.workers = 0
@@ -65,6 +71,7 @@ class Cluster:
             "worker",
             "-Q",
             WORKER_QUEUES,
+            f"--pool={self.pool}",
             f"-c{self.concurrency}",
             f"--hostname={name}@%h",
             "-l",

@@ -59,12 +59,18 @@ def start_cluster(test_db_name, timing):
     started: list[Cluster] = []
 
     def start(
-        faults: str = "", *, beat: bool = True, concurrency: int = 2, **env
+        faults: str = "",
+        *,
+        beat: bool = True,
+        concurrency: int = 2,
+        pool: str = "prefork",
+        **env,
     ) -> Cluster:
         cluster = Cluster(
             db_name=test_db_name,
             env={**TIMING, "SAGA_FAULTS": faults, **env},
             concurrency=concurrency,
+            pool=pool,
         )
         started.append(cluster.start(beat=beat))
         return cluster

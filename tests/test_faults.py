@@ -33,6 +33,19 @@ def step(saga: Saga, name: str):
     return saga.steps.get(name=name)
 
 
+def assert_undone_at_the_reservation(saga: Saga, customer, *, attempts: int):
+    """The purchase failed at the stock after ``attempts`` and was undone: the charge
+    refunded, no stock held, the books straight. Returns the failed step."""
+    assert saga.status == SagaStatus.COMPENSATED
+    reserve = step(saga, "reserve_stock")
+    assert (reserve.status, reserve.attempts) == (StepStatus.FAILED, attempts)
+    assert step(saga, "charge_payment").status == StepStatus.COMPENSATED
+    assert Account.objects.get(customer=customer.user).balance == Decimal("100.00")
+    assert Product.objects.get(sku="TEA").available == 10
+    assert_consistent()
+    return reserve
+
+
 # RETRIES AND TIMEOUTS ----------------------------------------------------------------
 
 
@@ -80,36 +93,36 @@ def test_retries_that_run_out_compensate(start_cluster):
 
     [saga] = world.wait_ended([saga.pk], timeout=60)
 
-    assert saga.status == SagaStatus.COMPENSATED
-    reserve = step(saga, "reserve_stock")
-    assert (reserve.status, reserve.attempts) == (StepStatus.FAILED, 4)  # 1 + 3 retries
-    assert step(saga, "charge_payment").status == StepStatus.COMPENSATED
-    assert Account.objects.get(customer=customer.user).balance == Decimal("100.00")
-    assert Product.objects.get(sku="TEA").available == 10
-    assert_consistent()
+    assert_undone_at_the_reservation(saga, customer, attempts=4)  # 1 + 3 retries
 
 
-def test_a_step_stalled_past_its_deadline_compensates_before_the_pivot(start_cluster):
-    start_cluster("inventory.reserve:delay=10s:1")
+# Prefork interrupts a pool process; a solo worker interrupts itself (shop.timelimits).
+POOLS = pytest.mark.parametrize("pool", ["prefork", "solo"])
+
+
+@POOLS
+def test_a_step_stalled_past_its_deadline_compensates_before_the_pivot(
+    start_cluster, pool
+):
+    start_cluster("inventory.reserve:delay=10s:1", pool=pool)
     world.product("TEA", units=10)
     customer = world.customer("100.00")
     saga = place(customer, {"TEA": 2})
 
     [saga] = world.wait_ended([saga.pk], timeout=60)
 
-    assert saga.status == SagaStatus.COMPENSATED
-    reserve = step(saga, "reserve_stock")
-    assert (reserve.status, reserve.attempts) == (StepStatus.FAILED, 1)  # no retry
-    assert "TimeLimit" in reserve.error or "StepTimeout" in reserve.error
-    assert step(saga, "charge_payment").status == StepStatus.COMPENSATED
-    assert Account.objects.get(customer=customer.user).balance == Decimal("100.00")
+    reserve = assert_undone_at_the_reservation(saga, customer, attempts=1)  # no retry
+    # Interrupted at its soft limit, not refused its commit ten seconds later.
+    assert "SoftTimeLimitExceeded" in reserve.error, reserve.error
     order = Order.objects.get(saga_id=saga.pk)
     assert order.cancel_reason == "the purchase could not be completed in time"
-    assert_consistent()
 
 
-def test_a_step_stalled_after_the_pivot_is_retried_until_it_succeeds(start_cluster):
-    cluster = start_cluster("orders.confirm:delay=10s:1")
+@POOLS
+def test_a_step_stalled_after_the_pivot_is_retried_until_it_succeeds(
+    start_cluster, pool
+):
+    cluster = start_cluster("orders.confirm:delay=10s:1", pool=pool)
     world.product("TEA", units=10)
     saga = place(world.customer(), {"TEA": 2})
 
@@ -126,6 +139,27 @@ def test_a_step_stalled_after_the_pivot_is_retried_until_it_succeeds(start_clust
 
     assert saga.status == SagaStatus.COMPLETED
     assert_consistent()
+
+
+@POOLS
+def test_a_step_stuck_past_its_hard_limit_is_reported_and_compensates(
+    start_cluster, pool
+):
+    """Stuck where no soft limit reaches it (a call stuck in C code): at the hard
+    limit prefork replaces its pool process, a solo worker ends itself (and is
+    started again); either way the timeout is recorded and the purchase undone."""
+    cluster = start_cluster("inventory.reserve:hang=30s:1", pool=pool)
+    cluster.supervise()
+    world.product("TEA", units=10)
+    customer = world.customer("100.00")
+    saga = place(customer, {"TEA": 2})
+
+    [saga] = world.wait_ended([saga.pk], timeout=90)
+
+    reserve = assert_undone_at_the_reservation(saga, customer, attempts=1)
+    assert "TimeLimitExceeded" in reserve.error, reserve.error
+    # Only a solo worker ends: prefork's main process lives on.
+    assert ("worker1" in cluster.restarts) == (pool == "solo")
 
 
 # COMPENSATION FAILURE AND OPERATORS --------------------------------------------------

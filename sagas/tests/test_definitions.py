@@ -123,6 +123,7 @@ def test_the_purchase_is_defined_in_all_three_modes():
             ["payments.charge:transient:0.2", "inventory.reserve:delay=3s:0.05"],
         ),
         ("orders.ship:business:1", ["orders.ship:business:1"]),
+        ("inventory.reserve:hang=30s:1", ["inventory.reserve:hang=30s:1"]),
     ],
 )
 def test_fault_settings_parse(spec, parsed):
@@ -136,6 +137,7 @@ def test_fault_settings_parse(spec, parsed):
         "payments.charge:flaky:0.2",
         "payments.charge:transient:2",
         "x.y:delay=3:1",
+        "x.y:hang:1",
     ],
 )
 def test_a_bad_fault_setting_is_refused(spec):

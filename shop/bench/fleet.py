@@ -21,9 +21,9 @@ PIDS = RUN / "bench-pids"
 
 @dataclass(frozen=True)
 class FleetOptions:
-    workers: int = 1  # worker processes (each with its own pool)
-    pool: str = "prefork"
-    concurrency: int = 2
+    workers: int  # worker processes (each with its own pool)
+    pool: str
+    concurrency: int
     events: bool = False  # task events for Flower
 
     def describe(self) -> str:
