@@ -7,16 +7,23 @@ pool process to interrupt or replace, so here they are enforced as prefork does:
 
 - the **soft limit** raises SoftTimeLimitExceeded in the task (a SIGALRM, as prefork's
   pool sends its process a signal), which rolls its step back and counts as timed out;
-- the **hard limit** catches a task that does not return even so (stuck in C code,
-  or one that swallows the exception): a watchdog thread reports the failure as
-  prefork's main process does (the task's errbacks, with TimeLimitExceeded) and ends
-  the process, which its supervisor starts again, as prefork replaces a pool process.
-  Its message, unacknowledged, is delivered again; the saga's generation or lock
-  makes that copy do nothing once the report is recorded.
+- the **hard limit** catches a task that does not return even so (blocked in a call
+  that ignores signals, or one that swallows the exception): a watchdog thread
+  reports the failure as prefork's main process does (the task's errbacks, with
+  TimeLimitExceeded), acknowledges the task's message as prefork does (so it is not
+  run again: its report decides what follows) and ends the process, which its
+  supervisor starts again, as prefork replaces a pool process;
+- past that, faulthandler ends the process from C: a call that never releases the GIL
+  leaves no Python thread to run the watchdog. Then nothing is reported or
+  acknowledged, and the message comes back (the saga lock and its generation make a
+  copy harmless; the recovery sweep resends what is lost).
+
+A solo worker takes one message at a time (concurrency 1, whatever it was given):
+another one reserved would wait behind a stalled step, and go with the worker.
 """
 
 import contextlib
-import logging
+import faulthandler
 import os
 import signal
 import sys
@@ -29,32 +36,39 @@ from celery import Task, signals
 from celery.concurrency import get_implementation
 from celery.concurrency.solo import TaskPool as SoloPool
 from celery.exceptions import SoftTimeLimitExceeded
-
-logger = logging.getLogger(__name__)
+from celery.worker import state as worker_state
 
 # The exit status of a solo worker ended by a hard time limit.
 HARD_LIMIT_EXIT = 70  # EX_SOFTWARE
+# How long after the hard limit faulthandler ends the process if the watchdog could not.
+LAST_RESORT_SECONDS = 5.0
+ACK_SETTLE_SECONDS = 0.5
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Running:
     task: Task
     task_id: str
-    request: object
+    request: object  # the task's context, for its errbacks
     soft: float | None
     hard: float | None
     hard_deadline: float | None  # time.monotonic()
 
 
-_lock = threading.Condition()
+_changed = threading.Condition()
 _running: _Running | None = None
+# The worker's own --time-limit and --soft-time-limit (or the app's settings).
+_worker_limits: dict[str, float | None] = {"hard": None, "soft": None}
 
 
 def enforce_in_solo_workers(sender=None, **_) -> None:
-    """worker_init: enforce time limits if this worker's pool is solo (prefork and
-    the others do their own, or say they have none)."""
-    if get_implementation(sender.pool_cls) is not SoloPool:
+    """worker_init: enforce time limits if this worker's pool is solo (prefork,
+    eventlet and gevent do their own; threads has none)."""
+    pool = get_implementation(sender.pool_cls)
+    if not (isinstance(pool, type) and issubclass(pool, SoloPool)):
         return
+    sender.concurrency = 1  # read after worker_init, for the prefetch count
+    _worker_limits.update(hard=sender.time_limit, soft=sender.soft_time_limit)
     signal.signal(signal.SIGALRM, _soft_limit_reached)
     signals.task_prerun.connect(_arm, weak=False)
     signals.task_postrun.connect(_disarm, weak=False)
@@ -62,88 +76,113 @@ def enforce_in_solo_workers(sender=None, **_) -> None:
 
 
 def limits_of(task: Task) -> tuple[float | None, float | None]:
-    """(hard, soft) for the task at work: its message's, else its own, else the app's,
-    as prefork reads them."""
+    """(hard, soft) for the task at work: its message's, else its own, else the
+    worker's, as prefork reads them."""
     hard, soft = task.request.timelimit or (None, None)
-    conf = task.app.conf
-    hard = hard or task.time_limit or conf.task_time_limit
-    soft = soft or task.soft_time_limit or conf.task_soft_time_limit
+    hard = hard or task.time_limit or _worker_limits["hard"]
+    soft = soft or task.soft_time_limit or _worker_limits["soft"]
     return hard, soft
 
 
 def _arm(task_id=None, task=None, **_) -> None:
     global _running
     hard, soft = limits_of(task)
-    with _lock:
-        _running = _Running(
-            task=task,
-            task_id=task_id,
-            request=task.request,
-            soft=soft,
-            hard=hard,
-            hard_deadline=time.monotonic() + hard if hard else None,
-        )
-        _lock.notify()
+    running = _Running(
+        task=task,
+        task_id=task_id,
+        request=task.request,
+        soft=soft,
+        hard=hard,
+        hard_deadline=time.monotonic() + hard if hard else None,
+    )
+    with _changed:
+        _running = running
+        _changed.notify()
+    if hard:
+        faulthandler.dump_traceback_later(hard + LAST_RESORT_SECONDS, exit=True)
     if soft:
         signal.setitimer(signal.ITIMER_REAL, soft)
 
 
 def _disarm(**_) -> None:
+    # The alarm may go off as the task ends, and its handler run in here: the clock
+    # is stopped all the same (once stopped, no other alarm can come).
+    while True:
+        try:
+            _stop_the_clock()
+            return
+        except SoftTimeLimitExceeded:
+            continue
+
+
+def _stop_the_clock() -> None:
     global _running
-    with _lock:
-        _running = None  # first: an alarm that goes off now finds no task to stop
     signal.setitimer(signal.ITIMER_REAL, 0)
+    faulthandler.cancel_dump_traceback_later()
+    with _changed:
+        _running = None
 
 
 def _soft_limit_reached(signum, frame) -> None:
     running = _running
     if running is None:
         return  # the task ended as the alarm went off
-    logger.warning(
-        "Soft time limit (%ss) exceeded for %s[%s]",
-        running.soft,
-        running.task.name,
-        running.task_id,
+    _say(
+        f"Soft time limit ({running.soft}s) exceeded for "
+        f"{running.task.name}[{running.task_id}]"
     )
     raise SoftTimeLimitExceeded(running.soft)
 
 
 def _watch() -> None:
-    """End the process when a task outlives its hard limit."""
-    while True:
-        with _lock:
-            while _running is None or _running.hard_deadline is None:
-                _lock.wait()
+    """End the process when a task outlives its hard limit. The decision and the end
+    are taken holding the lock, so the task cannot end and another start between."""
+    with _changed:
+        while True:
             running = _running
+            if running is None or running.hard_deadline is None:
+                _changed.wait()
+                continue
             left = running.hard_deadline - time.monotonic()
             if left > 0:
-                _lock.wait(left)
-                continue  # ended, replaced, or time to look again
-        _hard_limit_reached(running)
+                _changed.wait(left)
+                continue
+            _hard_limit_reached(running)
 
 
 def _hard_limit_reached(running: _Running) -> None:
-    logger.error(
-        "Hard time limit (%ss) exceeded for %s[%s]: this solo worker ends, to be "
-        "started again by its supervisor",
-        running.hard,
-        running.task.name,
-        running.task_id,
+    _say(
+        f"Hard time limit ({running.hard}s) exceeded for "
+        f"{running.task.name}[{running.task_id}]: this solo worker ends, to be "
+        "started again by its supervisor"
     )
     try:
         # What prefork's main process does for a pool process it replaces: the
-        # task's errbacks hear of it (sagas.orchestration.tasks.step_failed).
+        # task's errbacks hear of it (sagas.orchestration.tasks.step_failed), and
+        # its message is acknowledged (task_acks_on_failure_or_timeout).
         running.task.backend.mark_as_failure(
             running.task_id,
             TimeLimitExceeded(running.hard),
             request=running.request,
             store_result=False,
         )
+        for request in list(worker_state.active_requests):
+            if request.id == running.task_id and request.task.acks_late:
+                # The message itself: Request.acknowledge() leaves the ack to the
+                # event loop (Consumer.call_soon_ack), which never runs again here.
+                request.message.ack()
+                # Sent, but the process must not end at once: an AMQP connection
+                # closed with frames unread is reset, and a broker that sees the
+                # reset before it has read the acknowledgement drops it.
+                time.sleep(ACK_SETTLE_SECONDS)
     except Exception as exc:  # the broker is away: the recovery sweep finds the saga
-        logger.error("the failure of %s was not reported: %r", running.task_id, exc)
+        _say(f"the timeout of {running.task_id} was not reported: {exc!r}")
     finally:
-        # Not logging.shutdown(): the stuck thread may hold a handler's lock.
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(Exception):
-                stream.flush()
         os._exit(HARD_LIMIT_EXIT)
+
+
+def _say(line: str) -> None:
+    """To the worker's stderr without logging's locks, which the stuck thread may
+    hold (blocked in the middle of a log line)."""
+    with contextlib.suppress(OSError, ValueError):
+        os.write(sys.stderr.fileno(), f"[timelimits] {line}\n".encode())

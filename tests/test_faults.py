@@ -142,13 +142,18 @@ def test_a_step_stalled_after_the_pivot_is_retried_until_it_succeeds(
 
 
 @POOLS
+@pytest.mark.parametrize("broker", ["redis", "rabbitmq"], indirect=True)
 def test_a_step_stuck_past_its_hard_limit_is_reported_and_compensates(
-    start_cluster, pool
+    start_cluster, pool, broker
 ):
     """Stuck where no soft limit reaches it (a call stuck in C code): at the hard
     limit prefork replaces its pool process, a solo worker ends itself (and is
-    started again); either way the timeout is recorded and the purchase undone."""
-    cluster = start_cluster("inventory.reserve:hang=30s:1", pool=pool)
+    started again); either way the timeout is recorded, the step's message is not
+    run again (RabbitMQ would hand an unacknowledged one straight back), and the
+    purchase is undone."""
+    cluster = start_cluster(
+        "inventory.reserve:hang=30s:1", pool=pool, CELERY_BROKER_URL=broker.url
+    )
     cluster.supervise()
     world.product("TEA", units=10)
     customer = world.customer("100.00")
@@ -157,7 +162,9 @@ def test_a_step_stuck_past_its_hard_limit_is_reported_and_compensates(
     [saga] = world.wait_ended([saga.pk], timeout=90)
 
     reserve = assert_undone_at_the_reservation(saga, customer, attempts=1)
-    assert "TimeLimitExceeded" in reserve.error, reserve.error
+    # The hard limit, not the soft one ("SoftTimeLimitExceeded" would contain it).
+    assert "reserve_stock: TimeLimitExceeded: " in reserve.error, reserve.error
+    assert cluster.received("purchase.reserve_stock") == 1
     # Only a solo worker ends: prefork's main process lives on.
     assert ("worker1" in cluster.restarts) == (pool == "solo")
 

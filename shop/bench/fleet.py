@@ -88,14 +88,16 @@ class Fleet:
         names = {f"bench{n}@" for n in range(1, self.options.workers + 1)}
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            self._check_alive()
+            self.check_alive()
             replies = app.control.ping(timeout=0.5) or []
             answered = {host.split("@")[0] + "@" for reply in replies for host in reply}
             if names <= answered:
                 return
         raise RuntimeError(f"the workers did not start; see {self.log}")
 
-    def _check_alive(self) -> None:
+    def check_alive(self) -> None:
+        """Raise if a process of the fleet has died (a run with one is not measured:
+        nothing restarts it)."""
         for name, proc in self.supervisor.procs.items():
             if proc.poll() is not None:
                 log = self.log.read_text(errors="replace")

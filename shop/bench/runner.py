@@ -152,6 +152,7 @@ class Bench:
         # What a saga's end sets off still counts (a choreographed step's fence on
         # the failure that ended it, the relay's mark of the last events).
         time.sleep(TRAILING_WORK_SECONDS)
+        self.fleet.check_alive()
         after = counters.settled(self._snapshot())
         self._measure(run, submitted)
         costs = counters.costs(before, after, sagas=run.n, own_transactions=polls)
