@@ -43,6 +43,8 @@ HARD_LIMIT_EXIT = 70  # EX_SOFTWARE
 # How long after the hard limit faulthandler ends the process if the watchdog could not.
 LAST_RESORT_SECONDS = 5.0
 ACK_SETTLE_SECONDS = 0.5
+# How long the watchdog has to report a hard limit and acknowledge, before faulthandler.
+REPORT_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -62,8 +64,8 @@ _worker_limits: dict[str, float | None] = {"hard": None, "soft": None}
 
 
 def enforce_in_solo_workers(sender=None, **_) -> None:
-    """worker_init: enforce time limits if this worker's pool is solo (prefork,
-    eventlet and gevent do their own; threads has none)."""
+    """worker_init: enforce time limits if this worker's pool is solo (prefork does
+    its own; gevent only the hard limit, eventlet and threads none)."""
     pool = get_implementation(sender.pool_cls)
     if not (isinstance(pool, type) and issubclass(pool, SoloPool)):
         return
@@ -118,9 +120,10 @@ def _disarm(**_) -> None:
 def _stop_the_clock() -> None:
     global _running
     signal.setitimer(signal.ITIMER_REAL, 0)
-    faulthandler.cancel_dump_traceback_later()
     with _changed:
         _running = None
+    # After the lock: the last resort still covers a watchdog reporting meanwhile.
+    faulthandler.cancel_dump_traceback_later()
 
 
 def _soft_limit_reached(signum, frame) -> None:
@@ -137,6 +140,7 @@ def _soft_limit_reached(signum, frame) -> None:
 def _watch() -> None:
     """End the process when a task outlives its hard limit. The decision and the end
     are taken holding the lock, so the task cannot end and another start between."""
+    global _running
     with _changed:
         while True:
             running = _running
@@ -147,7 +151,16 @@ def _watch() -> None:
             if left > 0:
                 _changed.wait(left)
                 continue
+            if not _active(running.task_id):
+                # It ended, but the alarm cut its disarming short: nothing to end.
+                _running = None
+                continue
             _hard_limit_reached(running)
+
+
+def _active(task_id: str):
+    """The worker's request for the task, while it runs."""
+    return next((r for r in worker_state.active_requests if r.id == task_id), None)
 
 
 def _hard_limit_reached(running: _Running) -> None:
@@ -156,29 +169,45 @@ def _hard_limit_reached(running: _Running) -> None:
         f"{running.task.name}[{running.task_id}]: this solo worker ends, to be "
         "started again by its supervisor"
     )
+    # The report and the acknowledgement may each wait up to BROKER_TIMEOUT (a
+    # retry doubles it): the last resort must not cut them short.
+    faulthandler.dump_traceback_later(REPORT_SECONDS, exit=True)
     try:
         # What prefork's main process does for a pool process it replaces: the
-        # task's errbacks hear of it (sagas.orchestration.tasks.step_failed), and
-        # its message is acknowledged (task_acks_on_failure_or_timeout).
+        # task's errbacks hear of it (sagas.orchestration.tasks.step_failed).
         running.task.backend.mark_as_failure(
             running.task_id,
             TimeLimitExceeded(running.hard),
             request=running.request,
             store_result=False,
         )
-        for request in list(worker_state.active_requests):
-            if request.id == running.task_id and request.task.acks_late:
-                # The message itself: Request.acknowledge() leaves the ack to the
-                # event loop (Consumer.call_soon_ack), which never runs again here.
-                request.message.ack()
-                # Sent, but the process must not end at once: an AMQP connection
-                # closed with frames unread is reset, and a broker that sees the
-                # reset before it has read the acknowledgement drops it.
-                time.sleep(ACK_SETTLE_SECONDS)
     except Exception as exc:  # the broker is away: the recovery sweep finds the saga
         _say(f"the timeout of {running.task_id} was not reported: {exc!r}")
+    try:
+        _acknowledge(_active(running.task_id))
+    except Exception as exc:
+        _say(f"the message of {running.task_id} was not acknowledged: {exc!r}")
     finally:
         os._exit(HARD_LIMIT_EXIT)
+
+
+def _acknowledge(request) -> None:
+    """As prefork does after a hard limit (task_acks_on_failure_or_timeout): the report
+    decides what follows, so the message must not be run again."""
+    if request is None or request.message.acknowledged:
+        return
+    # The message itself: Request.acknowledge() leaves the ack to the event loop
+    # (Consumer.call_soon_ack), which never runs again here.
+    request.message.ack()
+    qos = request.message.channel.qos
+    if hasattr(qos, "restore_unacked"):
+        # Redis: what else this worker holds (a retry waiting out its countdown)
+        # goes back to its queue now, not after the visibility timeout.
+        qos.restore_unacked()
+    else:
+        # AMQP: a connection closed with frames unread is reset, and a broker that
+        # sees the reset before it has read the acknowledgement drops it.
+        time.sleep(ACK_SETTLE_SECONDS)
 
 
 def _say(line: str) -> None:

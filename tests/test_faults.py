@@ -164,6 +164,8 @@ def test_a_step_stuck_past_its_hard_limit_is_reported_and_compensates(
     reserve = assert_undone_at_the_reservation(saga, customer, attempts=1)
     # The hard limit, not the soft one ("SoftTimeLimitExceeded" would contain it).
     assert "reserve_stock: TimeLimitExceeded: " in reserve.error, reserve.error
+    # Telling on RabbitMQ, which hands an unacknowledged message back at once; Redis
+    # would only after its visibility timeout (600 s), past this test.
     assert cluster.received("purchase.reserve_stock") == 1
     # Only a solo worker ends: prefork's main process lives on.
     assert ("worker1" in cluster.restarts) == (pool == "solo")

@@ -164,6 +164,7 @@ class Bench:
         with tqdm(total=len(saga_ids), desc=desc, unit="saga", leave=False) as bar:
             while (done := self._ended_since(first)) < len(saga_ids):
                 bar.update(done - bar.n)
+                self.fleet.check_alive()
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"only {done} of {len(saga_ids)} sagas ended")
                 time.sleep(0.05)
