@@ -5,10 +5,19 @@ import os
 from celery import Celery
 from celery.app.events import Events
 from celery.events.dispatcher import EventDispatcher
-from celery.signals import setup_logging, task_postrun, task_prerun, worker_init
+from celery.signals import (
+    setup_logging,
+    task_failure,
+    task_postrun,
+    task_prerun,
+    task_retry,
+    worker_init,
+    worker_process_init,
+    worker_ready,
+)
 
 from sagas.messaging import tracing
-from shop import brokers, timelimits
+from shop import brokers, memory, timelimits
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "shop.settings")
 brokers.release_prefetch_slot_on_failed_ack()
@@ -45,6 +54,12 @@ app.autodiscover_tasks()
 app.steps["consumer"].add(tracing.BindHeadersOnReceipt)
 # A solo worker (one per core: the fastest layout) enforces the steps' time limits.
 worker_init.connect(timelimits.enforce_in_solo_workers)
+# Failed tasks leave reference cycles: collected at once, so workers stay flat.
+worker_ready.connect(memory.freeze_what_is_loaded)
+worker_process_init.connect(memory.freeze_what_is_loaded)
+task_failure.connect(memory.note_a_failure)
+task_retry.connect(memory.note_a_failure)
+task_prerun.connect(memory.collect_after_a_failure)
 
 
 @setup_logging.connect
