@@ -1,6 +1,10 @@
 """System checks: refuse a saga definition, a reaction, a fault setting or a broker
-timeout that cannot work. ``manage.py check`` names the saga and the step."""
+timeout that cannot work, and warn of a heartbeat too short for the steps.
+``manage.py check`` names the saga and the step."""
 
+import math
+
+from celery import current_app
 from django.apps import apps
 from django.conf import settings
 from django.core import checks
@@ -156,3 +160,29 @@ def check_visibility_timeout(app_configs, **kwargs) -> list[checks.CheckMessage]
             )
         ]
     return []
+
+
+@checks.register()
+def check_heartbeat(app_configs, **kwargs) -> list[checks.CheckMessage]:
+    """A solo worker sends no heartbeat while a step runs, and RabbitMQ drops a
+    connection silent for two to three heartbeat intervals (the first may have begun
+    before the step), then hands the running step to another worker: the longest hard
+    time limit must stay under 4/3 of the heartbeat (README, *Scale*)."""
+    heartbeat = settings.CELERY_BROKER_HEARTBEAT
+    if not brokers.is_amqp(settings.CELERY_BROKER_URL) or not heartbeat:
+        return []  # Redis has no heartbeats; without them nothing drops a connection
+    longest = max(
+        (task.time_limit or 0 for task in current_app.tasks.values()), default=0
+    )
+    if longest < heartbeat * 4 / 3:
+        return []
+    return [
+        checks.Warning(
+            f"a step's hard time limit ({longest:.0f}s) is not under 4/3 of "
+            f"BROKER_HEARTBEAT ({heartbeat}s): on RabbitMQ a solo worker running it "
+            "that long loses its connection and the step runs again elsewhere",
+            hint=f"set BROKER_HEARTBEAT to at least {math.floor(longest * 3 / 4) + 1}, "
+            "or shorten the steps' timeouts (prefork workers are not affected)",
+            id="sagas.W001",
+        )
+    ]

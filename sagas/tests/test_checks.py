@@ -1,6 +1,7 @@
 """`manage.py check` refuses a saga that cannot run, naming the saga and the step."""
 
 import pytest
+from django.core.checks import run_checks
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 
@@ -246,3 +247,31 @@ def test_an_unknown_default_mode_fails_the_check(settings):
 
     with pytest.raises(SystemCheckError, match="SAGA_DEFAULT_MODE is 'saga-ish'"):
         call_command("check")
+
+
+def heartbeat_warnings() -> list[str]:
+    return [str(m) for m in run_checks() if m.id == "sagas.W001"]
+
+
+@pytest.mark.parametrize(
+    ("broker_url", "heartbeat", "warned"),
+    [
+        ("amqp://guest:guest@127.0.0.1:5672//", 30, True),  # the default: 40 s limits
+        ("amqp://guest:guest@127.0.0.1:5672//", 31, False),
+        ("amqp://guest:guest@127.0.0.1:5672//", 0, False),  # no heartbeats at all
+        ("redis://127.0.0.1:6379/0", 30, False),  # Redis has none
+    ],
+)
+def test_a_heartbeat_shorter_than_the_steps_is_warned_of_on_rabbitmq(
+    settings, broker_url, heartbeat, warned
+):
+    settings.CELERY_BROKER_URL = broker_url
+    settings.CELERY_BROKER_HEARTBEAT = heartbeat
+
+    found = heartbeat_warnings()
+
+    assert bool(found) == warned, found
+    if warned:
+        assert "hard time limit (40s)" in found[0]
+        assert "BROKER_HEARTBEAT (30s)" in found[0]
+        assert "at least 31" in found[0]
