@@ -21,6 +21,7 @@ from shop import brokers, memory, timelimits
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "shop.settings")
 brokers.release_prefetch_slot_on_failed_ack()
+brokers.reuse_redis_clients()
 
 
 class BoundedEventDispatcher(EventDispatcher):

@@ -5,6 +5,7 @@ environment, as an operator would. Crashes and outages are in test_outages.
 """
 
 import signal
+import time
 from decimal import Decimal
 
 import pytest
@@ -170,6 +171,20 @@ def test_a_step_stuck_past_its_hard_limit_is_reported_and_compensates(
     # Only a solo worker ends: prefork's main process lives on.
     assert ("worker1" in cluster.restarts) == (pool == "solo")
 
+
+
+def test_an_idle_solo_worker_outlives_the_last_resort_of_its_tasks(start_cluster):
+    """faulthandler's timer, armed for the steps (past their hard limit: 13 + 5 to 15
+    s here) in case one holds the GIL for good, is turned off once no task runs."""
+    cluster = start_cluster(beat=False, pool="solo", concurrency=1)
+    world.product("TEA", units=10)
+    [saga] = world.wait_ended([place(world.customer(), {"TEA": 1}).pk], timeout=30)
+    assert saga.status == SagaStatus.COMPLETED
+    worker = cluster.procs["worker1"]
+
+    time.sleep(30)  # idle, past the longest the last resort could have been armed for
+
+    assert worker.poll() is None, cluster.log("worker1")[-2000:]
 
 # COMPENSATION FAILURE AND OPERATORS --------------------------------------------------
 
