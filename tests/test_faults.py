@@ -172,7 +172,6 @@ def test_a_step_stuck_past_its_hard_limit_is_reported_and_compensates(
     assert ("worker1" in cluster.restarts) == (pool == "solo")
 
 
-
 def test_an_idle_solo_worker_outlives_the_last_resort_of_its_tasks(start_cluster):
     """faulthandler's timer, armed for the steps (past their hard limit: 13 + 5 to 15
     s here) in case one holds the GIL for good, is turned off once no task runs."""
@@ -185,6 +184,7 @@ def test_an_idle_solo_worker_outlives_the_last_resort_of_its_tasks(start_cluster
     time.sleep(30)  # idle, past the longest the last resort could have been armed for
 
     assert worker.poll() is None, cluster.log("worker1")[-2000:]
+
 
 # COMPENSATION FAILURE AND OPERATORS --------------------------------------------------
 
