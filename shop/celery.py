@@ -5,16 +5,7 @@ import os
 from celery import Celery
 from celery.app.events import Events
 from celery.events.dispatcher import EventDispatcher
-from celery.signals import (
-    setup_logging,
-    task_failure,
-    task_postrun,
-    task_prerun,
-    task_retry,
-    worker_init,
-    worker_process_init,
-    worker_ready,
-)
+from celery.signals import setup_logging, task_postrun, task_prerun, worker_init
 
 from sagas.messaging import tracing
 from shop import brokers, memory, timelimits
@@ -56,10 +47,8 @@ app.steps["consumer"].add(tracing.BindHeadersOnReceipt)
 # A solo worker (one per core: the fastest layout) enforces the steps' time limits.
 worker_init.connect(timelimits.enforce_in_solo_workers)
 # Failed tasks leave reference cycles: collected at once, so workers stay flat.
-worker_ready.connect(memory.freeze_what_is_loaded)
-worker_process_init.connect(memory.freeze_what_is_loaded)
-task_failure.connect(memory.note_a_failure)
-task_retry.connect(memory.note_a_failure)
+worker_init.connect(memory.freeze_what_is_loaded)
+task_postrun.connect(memory.note_how_it_ended)
 task_prerun.connect(memory.collect_after_a_failure)
 
 

@@ -219,8 +219,9 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 BROKER_TIMEOUT = env.float("BROKER_TIMEOUT", default=5.0)
 CELERY_BROKER_CONNECTION_TIMEOUT = BROKER_TIMEOUT
 # RabbitMQ: a connection that has carried nothing for two of these is dead (a frozen
-# broker, a black-holed link), and the worker reconnects.
-CELERY_BROKER_HEARTBEAT = env.int("BROKER_HEARTBEAT", default=30)
+# broker, a black-holed link), and the worker reconnects. 60 s: a solo worker sends
+# none while a step runs, up to its hard limit (40 s) and its report (sagas.W001).
+CELERY_BROKER_HEARTBEAT = env.int("BROKER_HEARTBEAT", default=60)
 CELERY_BROKER_TRANSPORT_OPTIONS = brokers.transport_options(
     CELERY_BROKER_URL,
     timeout=BROKER_TIMEOUT,
