@@ -12,10 +12,11 @@ bench a burst's failures grew each solo worker by about 65 MB before one came.
 So the worker's main process, once it has imported the apps and before it starts its
 pool or connects to the broker, moves what it has loaded to the permanent generation
 (gc.freeze, as the CPython docs advise before forking: prefork's pool processes
-inherit it without copying a page). A full collection then looks only at what was
-made since, about a millisecond instead of 30, and one runs before the task that
-follows one that did not succeed. The broker's channels are made after the freeze: one
-dropped on a reconnection is garbage a collection can still free.
+inherit it, and their collections no longer write to every inherited object). A full
+collection then looks only at what was made since, about a millisecond instead of 30,
+and one runs before the task that follows one that did not succeed. The broker's
+channels are made after the freeze: one dropped on a reconnection is garbage a
+collection can still free.
 """
 
 import gc

@@ -1,6 +1,7 @@
 """`manage.py check` refuses a saga that cannot run, naming the saga and the step."""
 
 import pytest
+from celery import current_app
 from django.core.checks import run_checks
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
@@ -274,6 +275,25 @@ def test_a_heartbeat_shorter_than_the_steps_is_warned_of_on_rabbitmq(
 
     assert bool(found) == warned, found
     if warned:
-        assert "hard time limit (40s)" in found[0]
+        assert "hard time limit (40s) and its report (10.25s)" in found[0]
         assert f"BROKER_HEARTBEAT ({heartbeat}s)" in found[0]
         assert "at least 38" in found[0]
+
+
+@pytest.fixture
+def slow_task():
+    """A task of a longer limit than the steps', as a choreographed reaction with a
+    timeout of its own has (its task is not a saga unit)."""
+    task = current_app.task(name="test.slow_reaction", time_limit=100)(act)
+    yield task
+    current_app.tasks.pop(task.name)
+
+
+def test_every_tasks_limit_counts_for_the_heartbeat(settings, slow_task):
+    settings.CELERY_BROKER_URL = "amqp://guest:guest@127.0.0.1:5672//"
+    settings.CELERY_BROKER_HEARTBEAT = 60  # the default, enough for the steps' 40 s
+
+    [found] = heartbeat_warnings()
+
+    assert "hard time limit (100s)" in found
+    assert "at least 83" in found  # (100 + 10.25) * 3 / 4 = 82.7
