@@ -36,8 +36,12 @@ def test_a_solo_worker_keeps_nothing_of_the_tasks_that_failed(start_cluster, bro
     world.product("TEA", units=100)
     broke = world.customer("0.00")
     # Each is refused at payment: a business error raised in a task, then undone.
-    failed = [place(broke, {"TEA": 1}).pk for _ in range(FAILING)]
-    world.wait_ended(failed, timeout=60)
+    failed = world.wait_ended(
+        [place(broke, {"TEA": 1}).pk for _ in range(FAILING)], timeout=60
+    )
+    # They did fail, as the test needs (else nothing would be left to collect).
+    assert {saga.status for saga in failed} == {"COMPENSATED"}
+    assert all("insufficient" in saga.error.lower() for saga in failed), failed
     # Tasks after the last failure, as any worker goes on to run.
     [ok] = world.wait_ended([place(world.customer(), {"TEA": 1}).pk], timeout=30)
     assert ok.status == "COMPLETED"
