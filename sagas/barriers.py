@@ -18,6 +18,7 @@ from enum import StrEnum
 from django.db import connection
 
 from sagas.models import Barrier, BarrierOp
+from shop import sql
 
 
 class Passage(StrEnum):
@@ -89,10 +90,13 @@ def _reason(saga_id: int, branch: str, op: str) -> str:
 def _record(saga_id: int, branch: str, op: str, reason: str) -> bool:
     """Insert the row of (saga, branch, op); False if it was there already."""
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {Barrier._meta.db_table} "
-            "(saga_id, branch, op, reason, created_at) "
-            "VALUES (%s, %s, %s, %s, now()) ON CONFLICT DO NOTHING RETURNING id",
-            [saga_id, branch, op, reason],
+        sql.execute(
+            cursor,
+            (
+                f"INSERT INTO {Barrier._meta.db_table} "
+                "(saga_id, branch, op, reason, created_at) "
+                "VALUES (%s, %s, %s, %s, now()) ON CONFLICT DO NOTHING RETURNING id",
+                [saga_id, branch, op, reason],
+            ),
         )
         return cursor.fetchone() is not None

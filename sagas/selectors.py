@@ -51,7 +51,7 @@ def saga_lock_with_steps(
         f"LEFT JOIN {step_table} ON {step_table}.saga_id = {saga_table}.id "
         f"WHERE {saga_table}.id = %s ORDER BY {step_table}.index"
     )
-    rows = sql.fetch(f"{lock}; {read}", [*params, saga_id])
+    rows = sql.fetch(read, [saga_id], after=(lock, params))
     if not rows:
         return None, []
     saga, start = sql.instance(Saga, rows[0]), sql.width(Saga)
@@ -197,7 +197,7 @@ def outboxes_due(
         for n, model in enumerate(models)
     )
     with connection.cursor() as cursor:
-        cursor.execute(query, [now] * len(models))
+        sql.execute(cursor, (query, [now] * len(models)))
         return [models[n] for (n,) in cursor.fetchall()]
 
 

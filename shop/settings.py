@@ -118,6 +118,11 @@ if env("DATABASE_NAME", default=""):
 # (shop.connections), so Django's health check query is not needed.
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=600)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = False
+# The step path's hand-written statements (shop.sql) are prepared once per connection
+# and executed by name after that. Off behind a pooler that hands one session's
+# statements to several server connections (PgBouncer in transaction mode), where a
+# statement prepared on one is missing on the next.
+SQL_PREPARED_STATEMENTS = env.bool("DATABASE_PREPARED_STATEMENTS", default=True)
 
 # SECURITY ----------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from sagas import telemetry
 from sagas.cleaning import delete_in_batches
+from shop import sql
 
 
 class AbstractInboxMessage(models.Model):
@@ -56,10 +57,13 @@ def inbox_accept(
     """
     table = model._meta.db_table
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {table} (consumer, message_id, topic, received_at) "
-            "VALUES (%s, %s, %s, now()) ON CONFLICT DO NOTHING RETURNING id",
-            [consumer, uuid.UUID(message_id), topic],
+        sql.execute(
+            cursor,
+            (
+                f"INSERT INTO {table} (consumer, message_id, topic, received_at) "
+                "VALUES (%s, %s, %s, now()) ON CONFLICT DO NOTHING RETURNING id",
+                [consumer, uuid.UUID(message_id), topic],
+            ),
         )
         accepted = cursor.fetchone() is not None
     if not accepted:

@@ -157,10 +157,13 @@ def _publish_options() -> dict:
 def _mark_published(model, pks: list[int], now) -> list[int]:
     if pks:  # one statement per batch, written by hand as the claim is
         with connection.cursor() as cursor:
-            cursor.execute(
-                f"UPDATE {sql.table_of(model)} SET published_at = %s, "
-                "attempts = attempts + 1 WHERE id = ANY(%s)",
-                [now, pks],
+            sql.execute(
+                cursor,
+                (
+                    f"UPDATE {sql.table_of(model)} SET published_at = %s, "
+                    "attempts = attempts + 1 WHERE id = ANY(%s)",
+                    [now, pks],
+                ),
             )
     return pks
 

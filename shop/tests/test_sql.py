@@ -2,6 +2,7 @@
 field converted alike, and the row locks they promise, seen from a second session."""
 
 import contextlib
+import re
 import threading
 import time
 from decimal import Decimal
@@ -184,7 +185,7 @@ def test_rows_updated_together_in_one_statement(placed):
             (saga, ("context", "updated_at")),
         )
 
-    assert len(ran.captured_queries) == 1
+    assert len(sent(ran)) == 1
     assert [(s.status, s.attempts) for s in SagaStep.objects.filter(saga=saga)][:2] == [
         ("SUCCEEDED", 1),
         ("RUNNING", 0),
@@ -194,14 +195,24 @@ def test_rows_updated_together_in_one_statement(placed):
     assert saga_now.updated_at > saga.created_at
 
 
+def sent(ran: CaptureQueriesContext) -> list[str]:
+    """The messages sent while ``ran`` captured, each prepared statement's EXECUTE
+    written out as its text, without the PREPAREs (once per statement and connection,
+    not a round trip of the step path)."""
+    texts = {name: text for text, name in sql._names[connection.connection].items()}
+    return [
+        re.sub(r"EXECUTE (shop_\w+)", lambda m: texts[m.group(1)], q["sql"])
+        for q in ran.captured_queries
+        if not q["sql"].startswith("PREPARE")
+    ]
+
+
 def writes(call) -> list[str]:
     """The statements ``call`` sends but its reads, locks (SELECT) and transaction."""
     with CaptureQueriesContext(connection) as ran:
         call()
     return [
-        q["sql"]
-        for q in ran.captured_queries
-        if not q["sql"].startswith(("SELECT", "BEGIN", "COMMIT"))
+        text for text in sent(ran) if not text.startswith(("SELECT", "BEGIN", "COMMIT"))
     ]
 
 
@@ -270,7 +281,7 @@ def test_a_saga_and_its_steps_come_locked_in_one_round_trip(placed):
         locked, steps = saga_selectors.saga_lock_with_steps(
             saga_id=saga.pk, statement_timeout=3
         )
-        assert len(ran.captured_queries) == 1  # the lock and the read, one message
+        assert len(sent(ran)) == 1  # the lock and the read, one message
         assert fields(locked) == fields(saga)
         assert [fields(s) for s in steps] == [
             fields(s) for s in SagaStep.objects.filter(saga=saga).order_by("index")
@@ -340,3 +351,69 @@ def test_a_saga_whose_steps_are_gone_comes_with_none(placed):
         locked, steps = saga_selectors.saga_lock_with_steps(saga_id=saga.pk)
 
     assert (locked.pk, steps) == (saga.pk, [])
+
+
+# PREPARED STATEMENTS -----------------------------------------------------------------
+
+QUERY = "SELECT %s::int + 1, 'a%%b'"
+
+
+@pytest.fixture
+def session():
+    """A new session: none of its statements prepared yet."""
+    connection.close()
+
+
+def prepared_on_the_server() -> list[str]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        return [statement for (statement,) in cursor.fetchall()]
+
+
+def test_a_statement_is_prepared_once_then_run_by_name(session):
+    with CaptureQueriesContext(connection) as ran:
+        results = [sql.fetch(QUERY, [n]) for n in (1, 2)]
+
+    assert results == [[(2, "a%b")], [(3, "a%b")]]
+    prepare, *executes = [q["sql"] for q in ran.captured_queries]
+    name = sql._names[connection.connection][QUERY]
+    assert prepare == f"PREPARE {name} AS SELECT $1::int + 1, 'a%b'"
+    assert executes == [f"EXECUTE {name}(1)", f"EXECUTE {name}(2)"]
+    assert prepare in prepared_on_the_server()
+
+
+def test_a_new_connection_prepares_its_statements_again(session):
+    sql.fetch(QUERY, [1])
+    connection.close()  # its prepared statements end with its session
+
+    assert sql.fetch(QUERY, [5]) == [(6, "a%b")]
+    assert len(prepared_on_the_server()) == 1
+
+
+def test_a_statement_prepared_in_a_transaction_rolled_back_stays_prepared(session):
+    with contextlib.suppress(ZeroDivisionError), transaction.atomic():
+        sql.fetch(QUERY, [1])
+        raise ZeroDivisionError  # PREPARE is not undone: preparing again would fail
+
+    assert sql.fetch(QUERY, [2]) == [(3, "a%b")]
+
+
+def test_statements_go_as_text_with_preparing_off(settings, session):
+    settings.SQL_PREPARED_STATEMENTS = False  # behind PgBouncer in transaction mode
+
+    with CaptureQueriesContext(connection) as ran:
+        assert sql.fetch(QUERY, [1]) == [(2, "a%b")]
+
+    assert [q["sql"] for q in ran.captured_queries] == ["SELECT 1::int + 1, 'a%b'"]
+    assert prepared_on_the_server() == []
+
+
+def test_a_connection_prepares_at_most_max_prepared(monkeypatch, session):
+    monkeypatch.setattr(sql, "MAX_PREPARED", 1)
+    sql.fetch(QUERY, [1])
+
+    with CaptureQueriesContext(connection) as ran:
+        assert sql.fetch("SELECT %s::int * 2", [4]) == [(8,)]
+
+    assert [q["sql"] for q in ran.captured_queries] == ["SELECT 4::int * 2"]
+    assert len(prepared_on_the_server()) == 1
