@@ -109,7 +109,9 @@ def _order_create(
         raise InvalidOrder(
             {"items": [f"The order total is {total}; it must be more than 0."]}
         )
-    order = Order.objects.create(
+    # Written as prepared statements (shop.sql), as the saga's rows are: placing an
+    # order is what every saga starts with.
+    order = Order(
         customer=customer,
         total=total,
         payment_method_id=payment_method_id,
@@ -118,9 +120,10 @@ def _order_create(
         idempotency_key=idempotency_key,
         request_fingerprint=fingerprint,
     )
+    sql.insert(order)
     for line in lines:
         line.order = order
-    OrderLine.objects.bulk_create(lines)
+    sql.insert(*lines)
     context = {
         "order_id": order.pk,
         "customer_id": customer.pk,
@@ -136,7 +139,7 @@ def _order_create(
         owner_id=customer.pk,
     )
     order.saga_id = saga.pk
-    order.save(update_fields=["saga_id"])
+    sql.together(sql.update_of(order, ("saga_id",)))
     # With the saga's headers: choreographed, this event is what sets it off.
     with correlated(**headers_of(saga)):
         _emit("OrderPlaced", order, context)

@@ -15,6 +15,7 @@ from sagas.exceptions import ActionNotAllowed
 from sagas.failures import Failure, FailureKind
 from sagas.models import Saga, SagaEventKind, SagaStatus, SagaStep
 from sagas.orchestration import engine as orchestration
+from shop import sql
 
 RUNNERS = {
     Mode.ORCHESTRATION: orchestration,
@@ -54,10 +55,13 @@ def saga_start(
             generation=1,  # starting it is the first decision that sends work
         )
         bookkeeping.mark_sent(saga, runner_of(saga).first_timeout(definition))
-        saga.save()
-        SagaStep.objects.bulk_create(
-            SagaStep(saga=saga, index=i, name=step_name)
-            for i, step_name in enumerate(definition.step_names)
+        # Prepared statements (shop.sql): every order placed writes these.
+        sql.insert(saga)
+        sql.insert(
+            *(
+                SagaStep(saga=saga, index=i, name=step_name)
+                for i, step_name in enumerate(definition.step_names)
+            )
         )
         runner_of(saga).saga_launch(saga, definition)
     telemetry.saga_started(saga)  # counted once the caller commits
