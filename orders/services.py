@@ -231,7 +231,7 @@ def _shipment_move(order_id: int, status: str, topic: str) -> Shipment | None:
     if shipment is None or shipment.status != ShipmentStatus.BOOKED:
         return shipment
     shipment.move_to(status)
-    shipment.save(update_fields=["status"])
+    sql.together(sql.update_of(shipment, ("status",)))  # prepared (shop.sql)
     _emit_shipment(topic, order, shipment)
     return shipment
 

@@ -122,7 +122,7 @@ def payment_capture(*, order_ref: int) -> Payment | None:
     if payment is None or payment.status != PaymentStatus.AUTHORIZED:
         return payment
     payment.move_to(PaymentStatus.CAPTURED)
-    payment.save(update_fields=["status"])
+    sql.together(sql.update_of(payment, ("status",)))  # prepared (shop.sql)
     _emit("PaymentCaptured", payment)
     return payment
 
