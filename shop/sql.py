@@ -14,13 +14,13 @@ step: that was about half of the server's time for the saga lock and its read.
 Everything else uses the ORM.
 """
 
-import hashlib
+import itertools
 import re
 import weakref
 from functools import cache
 
 from django.conf import settings
-from django.db import connection, models
+from django.db import DatabaseError, connection, models
 
 
 @cache
@@ -209,15 +209,31 @@ def first(rows: list):
 
 # PREPARED STATEMENTS -----------------------------------------------------------------
 
-# A connection keeps at most this many; past it a statement is sent as text. The step
+# A connection keeps at most this many; past it a statement is sent as text. The hot
 # path has a few dozen (update_many's and insert's vary with the fields and rows).
 MAX_PREPARED = 256
+# A statement with more parameters is sent as text. Those are the ones whose shape
+# grows with an order's lines (a reservation per line, 9 parameters), each size a
+# statement of its own, and a plan's memory in the server grows with its size (about
+# 13 KB a line: 670 KB for the stock of 50 lines). So an order of up to 11 lines is
+# placed with prepared statements, and a connection holds a few MB of them at most.
+# A saga's steps, inserted together, take 14 each: TCC's seven, 98.
+MAX_PREPARED_PARAMETERS = 100
 # What each open connection has prepared, by statement text. Keyed by the driver's own
 # connection, so a reconnection starts empty: a session's statements die with it.
 _names: "weakref.WeakKeyDictionary[object, dict[str, str]]" = (
     weakref.WeakKeyDictionary()
 )
-_PLACEHOLDER = re.compile(r"%[%s]")
+# Each PREPARE takes a name never used before in this process, so that one the server
+# kept but this process did not record (a time limit that struck as the PREPARE's
+# answer came in) is never asked for again, and never collides with the next attempt.
+_serial = itertools.count(1)
+# What the server answers when a statement prepared on this connection no longer
+# stands: gone (a pooler's DISCARD ALL), or its rows' shape changed by a migration
+# ("cached plan must not change result type"). The connection's record is dropped, so
+# the next use prepares afresh; the statement that met it fails, with its transaction.
+_PREPARED_GONE = {"26000", "0A000"}
+_PLACEHOLDER = re.compile(r"%(.?)")
 
 
 def execute(cursor, *statements: Statement) -> None:
@@ -227,25 +243,35 @@ def execute(cursor, *statements: Statement) -> None:
     PREPARE is not transactional: a statement prepared in a transaction that rolls
     back stays prepared. So it is recorded once its PREPARE has succeeded, sent as a
     round trip of its own the first time the connection meets the statement.
+
+    A prepared statement's parameters take their types from where they stand in it, as
+    the server infers them: one only in a SELECT list comes back as text, and one only
+    in ``%s IS NULL`` cannot be prepared. Cast such a parameter (``%s::int``).
     """
     texts, values = [], []
     for text, params in statements:
         texts.append(_by_name(cursor, text, len(params)))
         values += params
-    cursor.execute("; ".join(texts), values)
+    try:
+        cursor.execute("; ".join(texts), values)
+    except DatabaseError as exc:
+        if getattr(exc.__cause__, "pgcode", None) in _PREPARED_GONE:
+            _names.pop(cursor.connection, None)
+        raise
 
 
 def _by_name(cursor, text: str, count: int) -> str:
     """``EXECUTE`` of ``text`` prepared on the cursor's connection, or the text itself
-    when statements are not prepared (SQL_PREPARED_STATEMENTS) or too many are."""
-    if not settings.SQL_PREPARED_STATEMENTS:
+    when statements are not prepared (SQL_PREPARED_STATEMENTS), this one has too many
+    parameters, or the connection has too many statements."""
+    if not settings.SQL_PREPARED_STATEMENTS or count > MAX_PREPARED_PARAMETERS:
         return text
     prepared = _names.setdefault(cursor.connection, {})
     name = prepared.get(text)
     if name is None:
         if len(prepared) >= MAX_PREPARED:
             return text
-        name = "shop_" + hashlib.blake2b(text.encode(), digest_size=10).hexdigest()
+        name = f"shop_{next(_serial)}"
         # Sent with no parameters, so psycopg2 sends the text as it is (_numbered
         # makes each %% the % it stands for).
         cursor.execute(f"PREPARE {name} AS {_numbered(text)}")
@@ -255,13 +281,18 @@ def _by_name(cursor, text: str, count: int) -> str:
 
 
 def _numbered(text: str) -> str:
-    """``text`` with psycopg2's placeholders numbered as PostgreSQL's ($1, $2, ...)."""
+    """``text`` with psycopg2's placeholders numbered as PostgreSQL's ($1, $2, ...).
+
+    Any other ``%`` is refused, as psycopg2 refuses it when the text is sent as it is
+    (preparing off, or past a cap): a statement must not work only when prepared."""
     count = 0
 
     def number(match: re.Match) -> str:
         nonlocal count
-        if match.group() == "%%":
+        if match.group(1) == "%":
             return "%"
+        if match.group(1) != "s":
+            raise ValueError(f"a % that is neither %s nor %%: {match.group()!r}")
         count += 1
         return f"${count}"
 

@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import psycopg2
 import pytest
-from django.db import connection, transaction
+from django.db import NotSupportedError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -417,3 +417,76 @@ def test_a_connection_prepares_at_most_max_prepared(monkeypatch, session):
 
     assert [q["sql"] for q in ran.captured_queries] == ["SELECT 4::int * 2"]
     assert len(prepared_on_the_server()) == 1
+
+
+def test_a_statement_with_many_parameters_goes_as_text(monkeypatch, session):
+    monkeypatch.setattr(sql, "MAX_PREPARED_PARAMETERS", 2)  # an order of many lines
+
+    with CaptureQueriesContext(connection) as ran:
+        assert sql.fetch("SELECT %s::int + %s + %s", [1, 2, 3]) == [(6,)]
+
+    assert [q["sql"] for q in ran.captured_queries] == ["SELECT 1::int + 2 + 3"]
+    assert prepared_on_the_server() == []
+
+
+def test_a_prepare_the_server_kept_unrecorded_is_not_asked_for_again(
+    monkeypatch, session
+):
+    """A time limit that strikes as the PREPARE's answer comes in: the server has the
+    statement, this process never recorded it. The next use prepares it afresh."""
+    record = sql._names.setdefault
+    struck = []
+
+    def strike_after_the_prepare(connection_, default):
+        names = record(connection_, default)
+        if not struck:
+            struck.append(True)
+            return _Striking(names)
+        return names
+
+    monkeypatch.setattr(sql._names, "setdefault", strike_after_the_prepare)
+    with pytest.raises(TimeoutError), transaction.atomic():
+        sql.fetch(QUERY, [1])
+    assert len(prepared_on_the_server()) == 1  # kept, not recorded
+
+    assert sql.fetch(QUERY, [2]) == [(3, "a%b")]
+
+
+class _Striking(dict):
+    """A connection's record of names that raises as a name would be recorded."""
+
+    def __init__(self, names):
+        super().__init__(names)
+
+    def __setitem__(self, key, value):
+        raise TimeoutError("the step's soft time limit")
+
+
+def test_a_statement_whose_rows_changed_shape_is_prepared_afresh(session):
+    """A migration changed a column's type: the server refuses the statement
+    prepared before it ("cached plan must not change result type") once, then the
+    connection prepares it again."""
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TABLE shop_sql_shape (id int, name varchar(10))")
+        cursor.execute("INSERT INTO shop_sql_shape VALUES (1, 'tea')")
+    read = "SELECT name FROM shop_sql_shape WHERE id = %s"
+    try:
+        assert sql.fetch(read, [1]) == [("tea",)]
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "ALTER TABLE shop_sql_shape ALTER COLUMN name TYPE varchar(20)"
+            )
+
+        with pytest.raises(NotSupportedError, match="cached plan"):
+            sql.fetch(read, [1])
+        assert sql.fetch(read, [1]) == [("tea",)]
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("DROP TABLE shop_sql_shape")
+
+
+def test_a_percent_sign_that_is_no_placeholder_is_refused():
+    """psycopg2 refuses it in a statement sent as text: a statement must not work
+    only when it is prepared."""
+    with pytest.raises(ValueError, match="neither"):
+        sql.fetch("SELECT 1 WHERE 'ab' LIKE 'a%'", [])
