@@ -65,6 +65,7 @@ def stock_reserve(
     ]
     # The stock held and the reservations written in one round trip (a saga step's);
     # one change per product row (an order holds a product once: a constraint).
+    # Prepared for an order of one line: each size would be a statement of its own.
     sql.insert(
         *reservations,
         before=tuple(
@@ -73,6 +74,7 @@ def stock_reserve(
             )
             for r in reservations
         ),
+        prepare=len(reservations) == 1,
     )
     _emit("StockReserved", order_ref, lines)
     return reservations
@@ -114,6 +116,7 @@ def _settle(order_ref: int, outcome: str, topic: str) -> None:
             "updated_at = %s WHERE id = ANY(%s)",
             [outcome, timezone.now(), [r.pk for r in held]],
         ),
+        prepare=len(held) == 1,  # as stock_reserve
     )
     _emit(topic, order_ref, [(r.product.sku, r.quantity) for r in held])
 

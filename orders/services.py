@@ -123,7 +123,7 @@ def _order_create(
     sql.insert(order)
     for line in lines:
         line.order = order
-    sql.insert(*lines)
+    sql.insert(*lines, prepare=len(lines) == 1)  # each size a statement of its own
     context = {
         "order_id": order.pk,
         "customer_id": customer.pk,

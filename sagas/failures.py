@@ -24,6 +24,7 @@ from billiard.exceptions import (
 from django.db import InterfaceError, OperationalError
 
 from sagas.exceptions import BusinessError, StepTimeout, TransientError
+from shop import sql
 
 
 class FailureKind(StrEnum):
@@ -96,7 +97,7 @@ def classify(error: BaseException) -> FailureKind:
     # statement_timeout: Django re-raises psycopg2's QueryCanceled as OperationalError.
     if isinstance(error.__cause__, psycopg2.errors.QueryCanceled):
         return FailureKind.TIMEOUT
-    if isinstance(error, TRANSIENT_ERRORS):
+    if isinstance(error, TRANSIENT_ERRORS) or sql.is_stale_prepared(error):
         return FailureKind.TRANSIENT
     return FailureKind.UNEXPECTED
 

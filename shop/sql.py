@@ -14,9 +14,11 @@ step: that was about half of the server's time for the saga lock and its read.
 Everything else uses the ORM.
 """
 
+import hashlib
 import itertools
 import re
 import weakref
+from dataclasses import dataclass, field
 from functools import cache
 
 from django.conf import settings
@@ -86,7 +88,7 @@ def _converters(model: type[models.Model]) -> tuple:
 Statement = tuple[str, list]
 
 
-def together(*statements: Statement) -> list[tuple]:
+def together(*statements: Statement, prepare: bool = True) -> list[tuple]:
     """Run ``statements`` in one round trip: every one but the last as a
     data-modifying CTE of the last; return the last one's rows (its RETURNING).
 
@@ -97,7 +99,9 @@ def together(*statements: Statement) -> list[tuple]:
     ctes = ", ".join(f"u{n} AS ({text})" for n, (text, _) in enumerate(before))
     values = [value for _, first in before for value in first] + list(params)
     with connection.cursor() as cursor:
-        execute(cursor, (f"WITH {ctes} {last}" if ctes else last, values))
+        execute(
+            cursor, (f"WITH {ctes} {last}" if ctes else last, values), prepare=prepare
+        )
         return cursor.fetchall() if cursor.description else []
 
 
@@ -129,15 +133,19 @@ def increment(model: type[models.Model], pk, **deltas) -> Statement:
     )
 
 
-def insert(*instances: models.Model, before: tuple[Statement, ...] = ()) -> None:
+def insert(
+    *instances: models.Model,
+    before: tuple[Statement, ...] = (),
+    prepare: bool = True,
+) -> None:
     """INSERT ``instances`` of one model in one statement, each one's pk set from the
     database, with the statements ``before`` it in the same round trip
-    (``together``); with no instances, only those."""
+    (``together``); with no instances, only those. ``prepare``: see ``execute``."""
     if not instances:
         if before:
-            together(*before)
+            together(*before, prepare=prepare)
         return
-    rows = together(*before, _insert_of(*instances))
+    rows = together(*before, _insert_of(*instances), prepare=prepare)
     # RETURNING gives the rows in the order of the VALUES list (as bulk_create takes).
     for instance, (pk,) in zip(instances, rows, strict=True):
         _inserted(instance, pk)
@@ -209,36 +217,37 @@ def first(rows: list):
 
 # PREPARED STATEMENTS -----------------------------------------------------------------
 
-# A connection keeps at most this many; past it a statement is sent as text. The hot
-# path has a few dozen (update_many's and insert's vary with the fields and rows).
+# A connection keeps at most this many; past it a statement is sent as text. Only
+# statements of a fixed shape are prepared (one whose shape grows with an order's
+# lines is sent as text: see ``prepare``), a few dozen on the hot path.
 MAX_PREPARED = 256
-# A statement with more parameters is sent as text. Those are the ones whose shape
-# grows with an order's lines (a reservation per line, 9 parameters), each size a
-# statement of its own, and a plan's memory in the server grows with its size (about
-# 13 KB a line: 670 KB for the stock of 50 lines). So an order of up to 11 lines is
-# placed with prepared statements, and a connection holds a few MB of them at most.
-# A saga's steps, inserted together, take 14 each: TCC's seven, 98.
-MAX_PREPARED_PARAMETERS = 100
-# What each open connection has prepared, by statement text. Keyed by the driver's own
-# connection, so a reconnection starts empty: a session's statements die with it.
-_names: "weakref.WeakKeyDictionary[object, dict[str, str]]" = (
-    weakref.WeakKeyDictionary()
-)
-# Each PREPARE takes a name never used before in this process, so that one the server
-# kept but this process did not record (a time limit that struck as the PREPARE's
-# answer came in) is never asked for again, and never collides with the next attempt.
+
+
+@dataclass
+class _Session:
+    """What one open connection has prepared, by statement text."""
+
+    names: dict[str, str] = field(default_factory=dict)
+    # Its statements no longer stand: all are let go before the next PREPARE.
+    stale: bool = False
+
+
+# Keyed by the driver's own connection, so a reconnection starts empty: a session's
+# statements die with it.
+_sessions: "weakref.WeakKeyDictionary[object, _Session]" = weakref.WeakKeyDictionary()
+# A name is the text's hash and a number never used before in this process: one the
+# server kept that this process did not record (a time limit struck as the PREPARE
+# answered) is never asked for again, and a name that meets another process's
+# statement (a pooler sharing server sessions) runs the same text or fails.
 _serial = itertools.count(1)
-# What the server answers when a statement prepared on this connection no longer
-# stands: gone (a pooler's DISCARD ALL), or its rows' shape changed by a migration
-# ("cached plan must not change result type"). The connection's record is dropped, so
-# the next use prepares afresh; the statement that met it fails, with its transaction.
-_PREPARED_GONE = {"26000", "0A000"}
 _PLACEHOLDER = re.compile(r"%(.?)")
 
 
-def execute(cursor, *statements: Statement) -> None:
+def execute(cursor, *statements: Statement, prepare: bool = True) -> None:
     """Send ``statements`` to the server in one message (the rows are the last one's),
-    each by the name it was prepared under on this connection.
+    each by the name it was prepared under on this connection; as text if not
+    ``prepare``: a statement whose shape grows with its input (a CTE per order line)
+    would be a statement of its own for each size, each held by every connection.
 
     PREPARE is not transactional: a statement prepared in a transaction that rolls
     back stays prepared. So it is recorded once its PREPARE has succeeded, sent as a
@@ -250,32 +259,49 @@ def execute(cursor, *statements: Statement) -> None:
     """
     texts, values = [], []
     for text, params in statements:
-        texts.append(_by_name(cursor, text, len(params)))
+        texts.append(_by_name(cursor, text, len(params)) if prepare else text)
         values += params
     try:
         cursor.execute("; ".join(texts), values)
     except DatabaseError as exc:
-        if getattr(exc.__cause__, "pgcode", None) in _PREPARED_GONE:
-            _names.pop(cursor.connection, None)
+        executed = any(text.startswith("EXECUTE ") for text in texts)
+        if executed and is_stale_prepared(exc):
+            # Let every statement go and prepare afresh: the one that met this fails.
+            _sessions[cursor.connection] = _Session(stale=True)
         raise
+
+
+def is_stale_prepared(exc: BaseException) -> bool:
+    """Did the server refuse a prepared statement that no longer stands: gone (a
+    pooler's DISCARD ALL), or its rows' shape changed by a migration? A transient
+    failure: the next run prepares it again."""
+    cause = exc.__cause__
+    code, message = getattr(cause, "pgcode", None), str(cause)
+    return code == "26000" or (
+        code == "0A000" and "cached plan must not change result type" in message
+    )
 
 
 def _by_name(cursor, text: str, count: int) -> str:
     """``EXECUTE`` of ``text`` prepared on the cursor's connection, or the text itself
-    when statements are not prepared (SQL_PREPARED_STATEMENTS), this one has too many
-    parameters, or the connection has too many statements."""
-    if not settings.SQL_PREPARED_STATEMENTS or count > MAX_PREPARED_PARAMETERS:
+    when statements are not prepared (SQL_PREPARED_STATEMENTS) or the connection has
+    too many."""
+    if not settings.SQL_PREPARED_STATEMENTS:
         return text
-    prepared = _names.setdefault(cursor.connection, {})
-    name = prepared.get(text)
+    session = _sessions.setdefault(cursor.connection, _Session())
+    name = session.names.get(text)
     if name is None:
-        if len(prepared) >= MAX_PREPARED:
+        if len(session.names) >= MAX_PREPARED:
             return text
-        name = f"shop_{next(_serial)}"
+        if session.stale:
+            cursor.execute("DEALLOCATE ALL")  # not transactional either
+            session.stale = False
+        digest = hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+        name = f"shop_{digest}_{next(_serial)}"
         # Sent with no parameters, so psycopg2 sends the text as it is (_numbered
         # makes each %% the % it stands for).
         cursor.execute(f"PREPARE {name} AS {_numbered(text)}")
-        prepared[text] = name
+        session.names[text] = name
     arguments = f"({', '.join(['%s'] * count)})" if count else ""
     return f"EXECUTE {name}{arguments}"
 

@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import psycopg2
 import pytest
-from django.db import NotSupportedError, connection, transaction
+from django.db import NotSupportedError, OperationalError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -26,6 +26,7 @@ from payments.models import Account, PaymentMethod
 from payments.services import payment_method_deactivate
 from payments.tests.factories import customer_make, method_make
 from sagas import selectors as saga_selectors
+from sagas.failures import FailureKind, classify
 from sagas.models import OutboxMessage, Saga, SagaStep
 from shop import sql
 
@@ -199,7 +200,8 @@ def sent(ran: CaptureQueriesContext) -> list[str]:
     """The messages sent while ``ran`` captured, each prepared statement's EXECUTE
     written out as its text, without the PREPAREs (once per statement and connection,
     not a round trip of the step path)."""
-    texts = {name: text for text, name in sql._names[connection.connection].items()}
+    names = sql._sessions[connection.connection].names
+    texts = {name: text for text, name in names.items()}
     return [
         re.sub(r"EXECUTE (shop_\w+)", lambda m: texts[m.group(1)], q["sql"])
         for q in ran.captured_queries
@@ -376,7 +378,7 @@ def test_a_statement_is_prepared_once_then_run_by_name(session):
 
     assert results == [[(2, "a%b")], [(3, "a%b")]]
     prepare, *executes = [q["sql"] for q in ran.captured_queries]
-    name = sql._names[connection.connection][QUERY]
+    name = sql._sessions[connection.connection].names[QUERY]
     assert prepare == f"PREPARE {name} AS SELECT $1::int + 1, 'a%b'"
     assert executes == [f"EXECUTE {name}(1)", f"EXECUTE {name}(2)"]
     assert prepare in prepared_on_the_server()
@@ -419,14 +421,20 @@ def test_a_connection_prepares_at_most_max_prepared(monkeypatch, session):
     assert len(prepared_on_the_server()) == 1
 
 
-def test_a_statement_with_many_parameters_goes_as_text(monkeypatch, session):
-    monkeypatch.setattr(sql, "MAX_PREPARED_PARAMETERS", 2)  # an order of many lines
+def test_a_statement_whose_shape_grows_with_an_orders_lines_goes_as_text(placed):
+    """Each size would be a statement of its own, held by every connection: only a
+    one-line order's reservation is prepared."""
+    _, _, order = placed
+    product_make(sku="JAM", price="3.00", units=5)
 
-    with CaptureQueriesContext(connection) as ran:
-        assert sql.fetch("SELECT %s::int + %s + %s", [1, 2, 3]) == [(6,)]
+    with CaptureQueriesContext(connection) as one_line:
+        stock_reserve(order_ref=order.pk, lines=[("TEA", 1)])
+    with CaptureQueriesContext(connection) as two_lines:
+        stock_reserve(order_ref=order.pk + 1, lines=[("TEA", 1), ("JAM", 1)])
 
-    assert [q["sql"] for q in ran.captured_queries] == ["SELECT 1::int + 2 + 3"]
-    assert prepared_on_the_server() == []
+    assert any(q["sql"].startswith("EXECUTE") for q in one_line.captured_queries)
+    writes = [q["sql"] for q in two_lines.captured_queries if "INSERT" in q["sql"]]
+    assert len(writes) == 1 and writes[0].startswith("WITH u0 AS (UPDATE")
 
 
 def test_a_prepare_the_server_kept_unrecorded_is_not_asked_for_again(
@@ -434,17 +442,16 @@ def test_a_prepare_the_server_kept_unrecorded_is_not_asked_for_again(
 ):
     """A time limit that strikes as the PREPARE's answer comes in: the server has the
     statement, this process never recorded it. The next use prepares it afresh."""
-    record = sql._names.setdefault
+    record = sql._sessions.setdefault
     struck = []
 
     def strike_after_the_prepare(connection_, default):
-        names = record(connection_, default)
         if not struck:
             struck.append(True)
-            return _Striking(names)
-        return names
+            return sql._Session(names=_Striking())
+        return record(connection_, default)
 
-    monkeypatch.setattr(sql._names, "setdefault", strike_after_the_prepare)
+    monkeypatch.setattr(sql._sessions, "setdefault", strike_after_the_prepare)
     with pytest.raises(TimeoutError), transaction.atomic():
         sql.fetch(QUERY, [1])
     assert len(prepared_on_the_server()) == 1  # kept, not recorded
@@ -455,11 +462,25 @@ def test_a_prepare_the_server_kept_unrecorded_is_not_asked_for_again(
 class _Striking(dict):
     """A connection's record of names that raises as a name would be recorded."""
 
-    def __init__(self, names):
-        super().__init__(names)
-
     def __setitem__(self, key, value):
         raise TimeoutError("the step's soft time limit")
+
+
+def test_statements_the_server_let_go_are_prepared_afresh(session):
+    """A pooler's DISCARD ALL, say: the next run fails once, the one after prepares
+    again, and nothing is left behind on the server."""
+    sql.fetch(QUERY, [1])
+    sql.fetch("SELECT %s::int * 2", [2])
+    with connection.cursor() as cursor:
+        cursor.execute("DEALLOCATE ALL")
+
+    with pytest.raises(OperationalError) as refused:
+        sql.fetch(QUERY, [1])
+    assert refused.value.__cause__.pgcode == "26000"
+    assert classify(refused.value) is FailureKind.TRANSIENT
+
+    assert sql.fetch(QUERY, [2]) == [(3, "a%b")]
+    assert len(prepared_on_the_server()) == 1
 
 
 def test_a_statement_whose_rows_changed_shape_is_prepared_afresh(session):
@@ -477,9 +498,12 @@ def test_a_statement_whose_rows_changed_shape_is_prepared_afresh(session):
                 "ALTER TABLE shop_sql_shape ALTER COLUMN name TYPE varchar(20)"
             )
 
-        with pytest.raises(NotSupportedError, match="cached plan"):
+        with pytest.raises(NotSupportedError, match="cached plan") as refused:
             sql.fetch(read, [1])
+        assert classify(refused.value) is FailureKind.TRANSIENT  # a step retries
         assert sql.fetch(read, [1]) == [("tea",)]
+        # Every statement the connection had was let go, the new one prepared.
+        assert len(prepared_on_the_server()) == 1
     finally:
         with connection.cursor() as cursor:
             cursor.execute("DROP TABLE shop_sql_shape")
