@@ -276,9 +276,14 @@ def is_stale_prepared(exc: BaseException) -> bool:
     pooler's DISCARD ALL), or its rows' shape changed by a migration? A transient
     failure: the next run prepares it again."""
     cause = exc.__cause__
-    code, message = getattr(cause, "pgcode", None), str(cause)
-    return code == "26000" or (
-        code == "0A000" and "cached plan must not change result type" in message
+    code = getattr(cause, "pgcode", None)
+    if code == "26000":
+        return True
+    # "cached plan must not change result type", known by where the server raised
+    # it: its words are translated (lc_messages), the function's name is not.
+    diagnostics = getattr(cause, "diag", None)
+    return code == "0A000" and (
+        getattr(diagnostics, "source_function", None) == "RevalidateCachedQuery"
     )
 
 

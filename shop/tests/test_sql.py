@@ -19,7 +19,7 @@ from inventory.services import stock_reserve
 from inventory.tests.factories import product_make
 from orders import selectors as orders_selectors
 from orders.models import Order, Shipment
-from orders.services import shipment_create
+from orders.services import order_place, shipment_create
 from orders.tests.factories import order_make
 from payments import selectors as payments_selectors
 from payments.models import Account, PaymentMethod
@@ -421,20 +421,46 @@ def test_a_connection_prepares_at_most_max_prepared(monkeypatch, session):
     assert len(prepared_on_the_server()) == 1
 
 
-def test_a_statement_whose_shape_grows_with_an_orders_lines_goes_as_text(placed):
+def ran_as(ran: CaptureQueriesContext, table: str) -> list[str]:
+    """How each message that wrote to ``table`` went: "prepared" or "text"."""
+    names = sql._sessions[connection.connection].names
+    texts = {name: text for text, name in names.items()}
+    how = []
+    for query in (q["sql"] for q in ran.captured_queries):
+        if query.startswith("PREPARE"):
+            continue  # once per connection: the EXECUTE that follows is the write
+        named = re.findall(r"EXECUTE (shop_\w+)", query)
+        written = [texts[name] for name in named] if named else [query]
+        if any(f'INTO "{table}"' in t or f'UPDATE "{table}"' in t for t in written):
+            how.append("prepared" if named else "text")
+    return how
+
+
+def test_statements_whose_shape_grows_with_an_orders_lines_go_as_text(placed):
     """Each size would be a statement of its own, held by every connection: only a
-    one-line order's reservation is prepared."""
-    _, _, order = placed
+    one-line order's lines, reservation and settlement are prepared."""
+    from inventory.services import stock_commit
+
+    user, method, _ = placed
     product_make(sku="JAM", price="3.00", units=5)
 
-    with CaptureQueriesContext(connection) as one_line:
-        stock_reserve(order_ref=order.pk, lines=[("TEA", 1)])
-    with CaptureQueriesContext(connection) as two_lines:
-        stock_reserve(order_ref=order.pk + 1, lines=[("TEA", 1), ("JAM", 1)])
+    def place_and_hold(lines):
+        with CaptureQueriesContext(connection) as ran:
+            order, _ = order_place(
+                customer=user,
+                items=[{"sku": sku, "quantity": n} for sku, n in lines],
+                payment_method_id=method.pk,
+            )
+            stock_reserve(order_ref=order.pk, lines=lines)
+            stock_commit(order_ref=order.pk)
+        return ran
 
-    assert any(q["sql"].startswith("EXECUTE") for q in one_line.captured_queries)
-    writes = [q["sql"] for q in two_lines.captured_queries if "INSERT" in q["sql"]]
-    assert len(writes) == 1 and writes[0].startswith("WITH u0 AS (UPDATE")
+    one, two = place_and_hold([("TEA", 1)]), place_and_hold([("TEA", 1), ("JAM", 1)])
+
+    assert ran_as(one, "orders_orderline") == ["prepared"]
+    assert ran_as(one, "inventory_stockreservation") == ["prepared", "prepared"]
+    assert ran_as(two, "orders_orderline") == ["text"]
+    assert ran_as(two, "inventory_stockreservation") == ["text", "text"]
 
 
 def test_a_prepare_the_server_kept_unrecorded_is_not_asked_for_again(
@@ -514,3 +540,22 @@ def test_a_percent_sign_that_is_no_placeholder_is_refused():
     only when it is prepared."""
     with pytest.raises(ValueError, match="neither"):
         sql.fetch("SELECT 1 WHERE 'ab' LIKE 'a%'", [])
+
+
+def test_a_changed_result_type_is_known_in_any_language():
+    """The server translates its words (lc_messages); where it raised them, not."""
+
+    class Refusal(Exception):
+        pgcode = "0A000"
+
+        class diag:  # psycopg2 names it so
+            source_function = "RevalidateCachedQuery"
+
+        def __str__(self):
+            return "gecachter Plan darf den Ergebnistyp nicht ändern"
+
+    error = NotSupportedError("gecachter Plan darf den Ergebnistyp nicht ändern")
+    error.__cause__ = Refusal()
+
+    assert sql.is_stale_prepared(error)
+    assert classify(error) is FailureKind.TRANSIENT
