@@ -89,14 +89,11 @@ def _reason(saga_id: int, branch: str, op: str) -> str:
 
 def _record(saga_id: int, branch: str, op: str, reason: str) -> bool:
     """Insert the row of (saga, branch, op); False if it was there already."""
-    with connection.cursor() as cursor:
-        sql.execute(
-            cursor,
-            (
-                f"INSERT INTO {Barrier._meta.db_table} "
-                "(saga_id, branch, op, reason, created_at) "
-                "VALUES (%s, %s, %s, %s, now()) ON CONFLICT DO NOTHING RETURNING id",
-                [saga_id, branch, op, reason],
-            ),
+    return bool(
+        sql.fetch(
+            f"INSERT INTO {Barrier._meta.db_table} "
+            "(saga_id, branch, op, reason, created_at) "
+            "VALUES (%s, %s, %s, %s, now()) ON CONFLICT DO NOTHING RETURNING id",
+            [saga_id, branch, op, reason],
         )
-        return cursor.fetchone() is not None
+    )

@@ -196,9 +196,7 @@ def outboxes_due(
         f"(SELECT {n} FROM {sql.table_of(model)} WHERE {_DUE} LIMIT 1)"
         for n, model in enumerate(models)
     )
-    with connection.cursor() as cursor:
-        sql.execute(cursor, (query, [now] * len(models)))
-        return [models[n] for (n,) in cursor.fetchall()]
+    return [models[n] for (n,) in sql.fetch(query, [now] * len(models))]
 
 
 def outbox_pending_count(*, model: type[AbstractOutboxMessage]) -> int:

@@ -118,7 +118,7 @@ if env("DATABASE_NAME", default=""):
 # (shop.connections), so Django's health check query is not needed.
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=600)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = False
-# The step path's hand-written statements (shop.sql) are prepared once per connection
+# The hot path's hand-written statements (shop.sql) are prepared once per connection
 # and executed by name after that. Off behind a pooler that hands one session's
 # statements to several server connections (PgBouncer in transaction mode), where a
 # statement prepared on one is missing on the next.

@@ -11,7 +11,7 @@ import uuid
 from datetime import timedelta
 
 from django.apps import apps
-from django.db import connection, models
+from django.db import models
 from django.utils import timezone
 
 from sagas import telemetry
@@ -56,16 +56,13 @@ def inbox_accept(
     transaction and then finds its row.
     """
     table = model._meta.db_table
-    with connection.cursor() as cursor:
-        sql.execute(
-            cursor,
-            (
-                f"INSERT INTO {table} (consumer, message_id, topic, received_at) "
-                "VALUES (%s, %s, %s, now()) ON CONFLICT DO NOTHING RETURNING id",
-                [consumer, uuid.UUID(message_id), topic],
-            ),
+    accepted = bool(
+        sql.fetch(
+            f"INSERT INTO {table} (consumer, message_id, topic, received_at) "
+            "VALUES (%s, %s, %s, now()) ON CONFLICT DO NOTHING RETURNING id",
+            [consumer, uuid.UUID(message_id), topic],
         )
-        accepted = cursor.fetchone() is not None
+    )
     if not accepted:
         telemetry.inbox_duplicate(
             model, consumer=consumer, message_id=message_id, topic=topic

@@ -22,7 +22,7 @@ from datetime import timedelta
 import psycopg2
 from celery import current_app
 from django.conf import settings
-from django.db import close_old_connections, connection, connections, transaction
+from django.db import close_old_connections, connections, transaction
 from django.utils import timezone
 
 from sagas import selectors, telemetry
@@ -156,15 +156,13 @@ def _publish_options() -> dict:
 
 def _mark_published(model, pks: list[int], now) -> list[int]:
     if pks:  # one statement per batch, written by hand as the claim is
-        with connection.cursor() as cursor:
-            sql.execute(
-                cursor,
-                (
-                    f"UPDATE {sql.table_of(model)} SET published_at = %s, "
-                    "attempts = attempts + 1 WHERE id = ANY(%s)",
-                    [now, pks],
-                ),
+        sql.together(
+            (
+                f"UPDATE {sql.table_of(model)} SET published_at = %s, "
+                "attempts = attempts + 1 WHERE id = ANY(%s)",
+                [now, pks],
             )
+        )
     return pks
 
 
