@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from functools import cache
 
 from django.conf import settings
-from django.db import DatabaseError, connection, models
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, connections, models
 
 
 @cache
@@ -49,7 +49,8 @@ def select(model: type[models.Model], where: str, params, *, tail: str = "") -> 
 
 def instances(model: type[models.Model], sql: str, params) -> list:
     """The rows of ``sql``, which selects ``columns(model)`` first, as instances."""
-    return [instance(model, row) for row in fetch(sql, params)]
+    conn = _database()
+    return [instance(model, row, conn=conn) for row in fetch(sql, params)]
 
 
 def fetch(sql: str, params, *, after: "Statement | None" = None) -> list[tuple]:
@@ -60,17 +61,28 @@ def fetch(sql: str, params, *, after: "Statement | None" = None) -> list[tuple]:
         return cursor.fetchall()
 
 
-def instance(model: type[models.Model], row, start: int = 0) -> models.Model:
-    """The model's instance from ``row``, its ``columns(model)`` from ``start`` on."""
+def instance(
+    model: type[models.Model], row, start: int = 0, *, conn=None
+) -> models.Model:
+    """The model's instance from ``row``, its ``columns(model)`` from ``start`` on
+    (``conn``: the connection, looked up once by a caller that makes many)."""
+    conn = conn or _database()
     values = list(row[start : start + width(model)])
     for index, from_db in _converters(model):
         if values[index] is not None:
-            values[index] = from_db(values[index], None, connection)
-    return model.from_db(connection.alias, None, values)
+            values[index] = from_db(values[index], None, conn)
+    return model.from_db(DEFAULT_DB_ALIAS, None, values)
 
 
 def width(model: type[models.Model]) -> int:
     return len(model._meta.concrete_fields)
+
+
+def _database():
+    """The default connection itself, for a statement's many uses of it (each
+    column's value, each row's): ``django.db.connection`` looks it up again (a
+    thread- and task-local lookup) on every use."""
+    return connections[DEFAULT_DB_ALIAS]
 
 
 @cache
@@ -112,13 +124,17 @@ def update_many(*changes: tuple[models.Model, tuple[str, ...]]) -> None:
 
 def update_of(instance: models.Model, fields: tuple[str, ...]) -> Statement:
     """The UPDATE that saves ``fields`` of ``instance`` (auto_now fields: now)."""
-    assignments, values = _prepared(instance, fields, add=False)
-    return (
-        f"UPDATE {table_of(type(instance))} SET "
-        + ", ".join(f"{column} = %s" for column in assignments)
-        + f" WHERE {_pk(instance)} = %s",
-        [*values, instance.pk],
-    )
+    text, saved = _update(type(instance), tuple(fields))
+    return text, [*_values(instance, saved, _database(), add=False), instance.pk]
+
+
+@cache
+def _update(model: type[models.Model], fields: tuple[str, ...]) -> tuple[str, tuple]:
+    """The text of the model's UPDATE of ``fields`` by pk, and those fields."""
+    saved = _fields(model, fields)
+    assignments = ", ".join(f"{column} = %s" for _, column in saved)
+    where = _quoted(model, model._meta.pk.name)
+    return f"UPDATE {table_of(model)} SET {assignments} WHERE {where} = %s", saved
 
 
 def increment(model: type[models.Model], pk, **deltas) -> Statement:
@@ -156,7 +172,7 @@ def insert_once(instance: models.Model, *, unique: tuple[str, ...]) -> bool:
     constraint's) exists, in one round trip (``ON CONFLICT DO NOTHING``); True,
     with its pk set, if it went in. An idempotent step writes its row this way
     instead of looking for it first."""
-    conflict = ", ".join(_column(instance, name) for name in unique)
+    conflict = ", ".join(_quoted(type(instance), name) for name in unique)
     inserted = together(
         _insert_of(instance, on_conflict=f"ON CONFLICT ({conflict}) DO NOTHING")
     )
@@ -167,48 +183,54 @@ def insert_once(instance: models.Model, *, unique: tuple[str, ...]) -> bool:
 
 
 def _insert_of(*instances: models.Model, on_conflict: str = "") -> Statement:
-    meta = instances[0]._meta
-    fields = [f.attname for f in meta.concrete_fields if not f.primary_key]
-    rows, values = [], []
+    model = type(instances[0])
+    head, row, saved = _insert(model)
+    values, conn = [], _database()
     for instance in instances:
-        columns, row = _prepared(instance, fields, add=True)
-        rows.append(f"({', '.join(['%s'] * len(row))})")
-        values += row
-    return (
-        f"INSERT INTO {table_of(type(instances[0]))} ({', '.join(columns)}) "
-        f"VALUES {', '.join(rows)} {on_conflict} RETURNING {_pk(instances[0])}",
-        values,
+        values += _values(instance, saved, conn, add=True)
+    rows = ", ".join([row] * len(instances))
+    returning = _quoted(model, model._meta.pk.name)
+    return f"{head} VALUES {rows} {on_conflict} RETURNING {returning}", values
+
+
+@cache
+def _insert(model: type[models.Model]) -> tuple[str, str, tuple]:
+    """The head of the model's INSERT, the placeholders of one row, its fields."""
+    saved = _fields(
+        model,
+        tuple(f.attname for f in model._meta.concrete_fields if not f.primary_key),
     )
+    head = f"INSERT INTO {table_of(model)} ({', '.join(c for _, c in saved)})"
+    return head, f"({', '.join(['%s'] * len(saved))})", saved
+
+
+@cache
+def _fields(model: type[models.Model], names: tuple[str, ...]) -> tuple:
+    """Each named field with its column, quoted."""
+    return tuple(
+        (field, connection.ops.quote_name(field.column))
+        for field in map(model._meta.get_field, names)
+    )
+
+
+def _values(instance: models.Model, saved: tuple, conn, *, add: bool) -> list:
+    """Each field's value as the database takes it (auto_now and auto_now_add
+    fields: now)."""
+    return [
+        field.get_db_prep_save(field.pre_save(instance, add), conn)
+        for field, _ in saved
+    ]
 
 
 def _inserted(instance: models.Model, pk) -> models.Model:
     instance.pk = pk
-    instance._state.adding, instance._state.db = False, connection.alias
+    instance._state.adding, instance._state.db = False, DEFAULT_DB_ALIAS
     return instance
 
 
-def _prepared(instance, fields, *, add: bool) -> tuple[list[str], list]:
-    """Each field's column and its value as the database takes it (auto_now and
-    auto_now_add fields: now)."""
-    columns, values = [], []
-    for name in fields:
-        field = instance._meta.get_field(name)
-        value = field.pre_save(instance, add=add)
-        columns.append(connection.ops.quote_name(field.column))
-        values.append(field.get_db_prep_save(value, connection))
-    return columns, values
-
-
-def _column(instance, name: str) -> str:
-    return _quoted(type(instance), name)
-
-
+@cache
 def _quoted(model: type[models.Model], name: str) -> str:
     return connection.ops.quote_name(model._meta.get_field(name).column)
-
-
-def _pk(instance) -> str:
-    return connection.ops.quote_name(instance._meta.pk.column)
 
 
 def first(rows: list):
