@@ -6,8 +6,10 @@ nothing) and the step's barrier (sagas.barriers), writes its outcome event to th
 app's outbox in that same transaction, and records what the event means for its
 saga's records (sagas.choreography.tracker) under the saga's row lock:
 
-    act   the step's work; a BusinessError becomes the step's failure event, and if
-          the work wrote no success event, the step's success event is written
+    act   the step's work; a BusinessError becomes the step's failure event (the
+          work rolled back with its transaction, the message and the failure then
+          recorded in one of their own), and if the work wrote no success event,
+          the step's success event is written
     undo  undo the step's work, then announce it undone; a step whose work never ran
           announces it all the same, and is fenced so that it never will run. On the
           step's own failure event it only fences (the failure announces itself)
@@ -80,14 +82,31 @@ def handle(handler: Handler, message: dict) -> None:
     app = apps.get_app_config(handler.app)
     headers = message.get("headers", {})
     try:
-        with transaction.atomic(durable=True):
-            _react(handler, definition, app, headers, message)
+        try:
+            with transaction.atomic(durable=True):
+                _react(handler, definition, app, headers, message)
+        except _Refused as refused:
+            # Its work was refused, and rolled back with the whole transaction: no
+            # savepoint around the work, two statements for every reaction where a
+            # refusal is the exception. The message, the step's try and its failure
+            # are recorded in a transaction of their own, as if it came now: a copy
+            # handled, or a fence set, meanwhile is found as it would be then.
+            with transaction.atomic(durable=True):
+                _react(handler, definition, app, headers, message, refused.refusal)
     except RefusedAfterPivot as refusal:
         # Rolled back, inbox row and barrier too: the reaction is retried (and then
         # its event sent again by the sweep) until the step gets done; an operator
         # sees why meanwhile.
         _needs_attention(refusal.saga.pk, str(refusal))
         raise
+
+
+class _Refused(Exception):
+    """The step's work was refused (a BusinessError): its transaction rolls back."""
+
+    def __init__(self, refusal: BusinessError) -> None:
+        super().__init__(str(refusal))
+        self.refusal = refusal
 
 
 class RefusedAfterPivot(Exception):
@@ -99,7 +118,16 @@ class RefusedAfterPivot(Exception):
         self.saga = saga
 
 
-def _react(handler: Handler, definition, app, headers: dict, message: dict) -> None:
+def _react(
+    handler: Handler,
+    definition,
+    app,
+    headers: dict,
+    message: dict,
+    refusal: BusinessError | None = None,
+) -> None:
+    """``refusal``: the step's work was refused in an earlier transaction; its
+    failure is announced instead of running the work again."""
     started = timezone.now()
     accepted = inbox_accept(
         app.get_model("InboxMessage"),
@@ -123,7 +151,7 @@ def _react(handler: Handler, definition, app, headers: dict, message: dict) -> N
         # came after its saga ended (and maybe after its barriers were cleaned):
         # there is nothing left to do.
         return
-    reaction = _Reaction(handler, definition, saga, message, app)
+    reaction = _Reaction(handler, definition, saga, message, app, refusal)
     with (
         correlated(
             **registry.headers_of(saga, step=handler.step),
@@ -150,6 +178,7 @@ class _Reaction:
     saga: Saga
     message: dict
     app: object
+    refusal: BusinessError | None = None  # its work was refused, and rolled back
     emitted: list[Emitted] | None = None
 
     @property
@@ -179,22 +208,22 @@ def _act(reaction: _Reaction) -> None:
     step = reaction.step
     if reaction.passage(step.name, BarrierOp.TRY) is not barriers.Passage.DUE:
         return  # done before, or fenced: it timed out or was cancelled first
-    written = len(reaction.emitted)
-    try:
-        with transaction.atomic():  # a refusal undoes whatever the work wrote
-            reaction.handler.function(reaction.context)
-    except BusinessError as refusal:
-        del reaction.emitted[written:]  # rolled back with the work: never happened
-        reason = str(refusal)[:2000]
-        failure = failure_of(refusal, unit_name=reaction.handler.name)
+    if reaction.refusal is not None:
+        reason = str(reaction.refusal)[:2000]
+        failure = failure_of(reaction.refusal, unit_name=reaction.handler.name)
         telemetry.step_failed(reaction.saga, step.name, Phase.ACTION, failure)
-        if step.fails is None:  # after the pivot there is no going back
-            raise RefusedAfterPivot(
-                reaction.saga, f"{step.name} was refused: {reason}"
-            ) from refusal
         with correlated(reason=reason):
             reaction.announce(step.fails, reason=reason)
         return
+    try:
+        reaction.handler.function(reaction.context)
+    except BusinessError as refusal:
+        if step.fails is None:  # after the pivot there is no going back
+            reason = str(refusal)[:2000]
+            raise RefusedAfterPivot(
+                reaction.saga, f"{step.name} was refused: {reason}"
+            ) from refusal
+        raise _Refused(refusal) from refusal  # undoes whatever the work wrote
     reaction.announce(step.succeeds)
 
 

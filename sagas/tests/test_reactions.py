@@ -12,11 +12,14 @@ from inventory.tests.factories import product_make
 from orders.models import InboxMessage as OrdersInbox
 from orders.models import Order, OrderStatus
 from orders.tests.factories import order_make
+from payments.models import InboxMessage as PaymentsInbox
+from payments.models import OutboxMessage as PaymentsOutbox
 from payments.models import Payment
 from payments.tests.factories import customer_make
 from sagas.choreography import handlers, tasks, tracker
 from sagas.definitions import Mode
 from sagas.exceptions import BusinessError
+from sagas.messaging.outbox import outbox_emit
 from sagas.models import Barrier, Saga, SagaStatus, StepStatus
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -120,6 +123,38 @@ def test_a_refusal_records_the_failure_and_the_undoing_with_it(saga):
     charge = saga.steps.get(name="charge_payment")
     assert charge.status == StepStatus.FAILED
     assert charge.error == "PaymentFailed: balance too low"
+    assert (saga.status, saga.reason) == (SagaStatus.COMPENSATING, "balance too low")
+
+
+def test_a_refused_step_keeps_nothing_its_work_wrote_and_its_failure_once(saga):
+    """The work is rolled back with its whole transaction, then the message, the
+    step's try and its failure are recorded in a transaction of their own."""
+    order_id = saga.context["order_id"]
+
+    def charge_payment(purchase: dict) -> None:
+        Order.objects.filter(pk=order_id).update(cancel_reason="written by the work")
+        outbox_emit(
+            PaymentsOutbox, topic="PaymentCaptured", aggregate_id=order_id, payload={}
+        )
+        raise BusinessError("balance too low")
+
+    poor = dataclasses.replace(
+        handler("payments.charge_payment"), function=charge_payment
+    )
+    received = message(saga, "OrderPlaced")
+
+    handlers.handle(poor, received)
+    handlers.handle(poor, received)  # a copy: the inbox has it
+
+    assert Order.objects.get().cancel_reason == ""
+    assert list(PaymentsOutbox.objects.values_list("topic", flat=True)) == [
+        "PaymentFailed"
+    ]
+    assert PaymentsInbox.objects.get().message_id == uuid.UUID(received["message_id"])
+    assert Barrier.objects.filter(saga=saga, branch="charge_payment").count() == 1
+    saga.refresh_from_db()
+    charge = saga.steps.get(name="charge_payment")
+    assert (charge.status, charge.attempts) == (StepStatus.FAILED, 1)
     assert (saga.status, saga.reason) == (SagaStatus.COMPENSATING, "balance too low")
 
 
