@@ -6,7 +6,8 @@ order. The database refuses any count below zero, so nothing can ever oversell.
 
 Services are atomic without a savepoint of their own: inside a caller's transaction (a
 saga step) a failure rolls the whole of it back, so a savepoint would only cost two
-statements; a caller that must go on after a failure opens its own (a reaction does).
+statements; a caller that must go on after a failure rolls back and starts a new
+transaction (a refused reaction does).
 """
 
 from django.db import transaction

@@ -6,7 +6,8 @@ is read, and the database refuses a negative balance, so nothing can overdraw.
 
 Services are atomic without a savepoint of their own: inside a caller's transaction (a
 saga step) a failure rolls the whole of it back, so a savepoint would only cost two
-statements; a caller that must go on after a failure opens its own (a reaction does).
+statements; a caller that must go on after a failure rolls back and starts a new
+transaction (a refused reaction does).
 """
 
 from decimal import Decimal

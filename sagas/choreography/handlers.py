@@ -4,7 +4,8 @@ An app declares its reactions in ``<app>/handlers.py`` with ``reacts_to``. Each 
 in one transaction with the app's inbox row (a second copy of the message does
 nothing) and the step's barrier (sagas.barriers), writes its outcome event to the
 app's outbox in that same transaction, and records what the event means for its
-saga's records (sagas.choreography.tracker) under the saga's row lock:
+saga's records (sagas.choreography.tracker) under the saga's row lock (a refused
+step's work rolls back, and its failure is then recorded so, in a second one):
 
     act   the step's work; a BusinessError becomes the step's failure event (the
           work rolled back with its transaction, the message and the failure then
@@ -21,6 +22,7 @@ ends the saga can say why, whichever app refused.
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 from django.apps import apps
 from django.db import transaction
@@ -92,7 +94,7 @@ def handle(handler: Handler, message: dict) -> None:
             # are recorded in a transaction of their own, as if it came now: a copy
             # handled, or a fence set, meanwhile is found as it would be then.
             with transaction.atomic(durable=True):
-                _react(handler, definition, app, headers, message, refused.refusal)
+                _react(handler, definition, app, headers, message, refused)
     except RefusedAfterPivot as refusal:
         # Rolled back, inbox row and barrier too: the reaction is retried (and then
         # its event sent again by the sweep) until the step gets done; an operator
@@ -102,11 +104,12 @@ def handle(handler: Handler, message: dict) -> None:
 
 
 class _Refused(Exception):
-    """The step's work was refused (a BusinessError): its transaction rolls back."""
+    """The step's work, begun at ``started``, was refused (a BusinessError): its
+    transaction rolls back."""
 
-    def __init__(self, refusal: BusinessError) -> None:
+    def __init__(self, refusal: BusinessError, started: datetime) -> None:
         super().__init__(str(refusal))
-        self.refusal = refusal
+        self.refusal, self.started = refusal, started
 
 
 class RefusedAfterPivot(Exception):
@@ -124,11 +127,11 @@ def _react(
     app,
     headers: dict,
     message: dict,
-    refusal: BusinessError | None = None,
+    refused: _Refused | None = None,
 ) -> None:
-    """``refusal``: the step's work was refused in an earlier transaction; its
-    failure is announced instead of running the work again."""
-    started = timezone.now()
+    """``refused``: the step's work was refused in an earlier transaction; its
+    failure is announced instead of running the work again, timed from then."""
+    started = refused.started if refused else timezone.now()
     accepted = inbox_accept(
         app.get_model("InboxMessage"),
         consumer=handler.name,
@@ -137,8 +140,11 @@ def _react(
     )
     # Locked for update: the reaction records its outcome on the saga. The recovery
     # sweep (FOR UPDATE SKIP LOCKED) passes over a saga while one of its reactions
-    # runs, so it never takes work in progress for lost. Its steps come in the same
-    # round trip; the reaction's work does not change them, its tracking below does.
+    # runs, so it never takes work in progress for lost (but between a refused
+    # work's rollback and its failure's recording, where what the sweep or an
+    # operator did is found as a message that came later would find it). Its steps
+    # come in the same round trip; the reaction's work does not change them, its
+    # tracking below does.
     saga, steps = selectors.saga_lock_with_steps(saga_id=headers.get("saga_id"))
     if (
         not accepted
@@ -151,7 +157,8 @@ def _react(
         # came after its saga ended (and maybe after its barriers were cleaned):
         # there is nothing left to do.
         return
-    reaction = _Reaction(handler, definition, saga, message, app, refusal)
+    refusal = refused.refusal if refused else None
+    reaction = _Reaction(handler, definition, saga, message, app, started, refusal)
     with (
         correlated(
             **registry.headers_of(saga, step=handler.step),
@@ -178,6 +185,7 @@ class _Reaction:
     saga: Saga
     message: dict
     app: object
+    started: datetime
     refusal: BusinessError | None = None  # its work was refused, and rolled back
     emitted: list[Emitted] | None = None
 
@@ -223,7 +231,8 @@ def _act(reaction: _Reaction) -> None:
             raise RefusedAfterPivot(
                 reaction.saga, f"{step.name} was refused: {reason}"
             ) from refusal
-        raise _Refused(refusal) from refusal  # undoes whatever the work wrote
+        # Undoes whatever the work wrote; handle() records the refusal afresh.
+        raise _Refused(refusal, reaction.started) from refusal
     reaction.announce(step.succeeds)
 
 

@@ -3,10 +3,15 @@ pivot leaves no trace but the operator's note, an ended saga takes no more, and 
 reaction records its outcome, and clears what held its step up, with its work."""
 
 import dataclasses
+import threading
+import time
 import uuid
+from datetime import timedelta
 
 import pytest
+from django.db import connection, connections
 from django.utils import timezone
+from prometheus_client import REGISTRY
 
 from inventory.tests.factories import product_make
 from orders.models import InboxMessage as OrdersInbox
@@ -16,11 +21,13 @@ from payments.models import InboxMessage as PaymentsInbox
 from payments.models import OutboxMessage as PaymentsOutbox
 from payments.models import Payment
 from payments.tests.factories import customer_make
+from sagas import lifecycle
 from sagas.choreography import handlers, tasks, tracker
 from sagas.definitions import Mode
 from sagas.exceptions import BusinessError
 from sagas.messaging.outbox import outbox_emit
 from sagas.models import Barrier, Saga, SagaStatus, StepStatus
+from sagas.models import OutboxMessage as SagaOutbox
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -132,6 +139,7 @@ def test_a_refused_step_keeps_nothing_its_work_wrote_and_its_failure_once(saga):
     order_id = saga.context["order_id"]
 
     def charge_payment(purchase: dict) -> None:
+        time.sleep(0.2)  # the attempt's time is the work's, not the recording's
         Order.objects.filter(pk=order_id).update(cancel_reason="written by the work")
         outbox_emit(
             PaymentsOutbox, topic="PaymentCaptured", aggregate_id=order_id, payload={}
@@ -143,6 +151,7 @@ def test_a_refused_step_keeps_nothing_its_work_wrote_and_its_failure_once(saga):
     )
     received = message(saga, "OrderPlaced")
 
+    called, counted = timezone.now(), refusals_counted()
     handlers.handle(poor, received)
     handlers.handle(poor, received)  # a copy: the inbox has it
 
@@ -155,7 +164,80 @@ def test_a_refused_step_keeps_nothing_its_work_wrote_and_its_failure_once(saga):
     saga.refresh_from_db()
     charge = saga.steps.get(name="charge_payment")
     assert (charge.status, charge.attempts) == (StepStatus.FAILED, 1)
+    assert charge.started_at - called < timedelta(seconds=0.1)
+    assert charge.finished_at - charge.started_at >= timedelta(seconds=0.2)
+    assert refusals_counted() == counted + 1  # in the metrics, once
     assert (saga.status, saga.reason) == (SagaStatus.COMPENSATING, "balance too low")
+
+
+def test_a_cancel_between_a_refusal_and_its_recording_is_found_as_it_stands(saga):
+    """An operator cancels the saga while the refused work rolls back: the cancel's
+    fence stands when the refusal is recorded, so the step's failure is announced
+    once, by the cancel, and the refusal adds none."""
+    cancelled = threading.Event()
+
+    def cancel_once_the_lock_is_free() -> None:
+        try:
+            lifecycle.saga_cancel(saga_id=saga.pk, actor="operator")  # waits
+            cancelled.set()
+        finally:
+            connection.close()
+
+    def charge_payment(purchase: dict) -> None:
+        canceller = threading.Thread(target=cancel_once_the_lock_is_free)
+        canceller.start()
+        _wait_for_a_lock_wait()  # the cancel now waits on this reaction's lock
+        raise BusinessError("balance too low")
+
+    poor = dataclasses.replace(
+        handler("payments.charge_payment"), function=charge_payment
+    )
+
+    handlers.handle(poor, message(saga, "OrderPlaced"))
+
+    assert cancelled.wait(10)
+    assert not PaymentsOutbox.objects.filter(topic="PaymentFailed").exists()
+    failures = SagaOutbox.objects.filter(saga_id=saga.pk, topic="PaymentFailed")
+    assert [row.payload["by"] for row in failures] == ["engine"]
+    assert PaymentsInbox.objects.count() == 1  # the message counts as handled
+    saga.refresh_from_db()
+    assert (saga.status, saga.reason) == (
+        SagaStatus.COMPENSATING,
+        "cancelled by the shop",
+    )
+
+
+def refusals_counted() -> float:
+    return (
+        REGISTRY.get_sample_value(
+            "saga_step_failures_total",
+            {
+                "saga": "purchase",
+                "mode": "choreography",
+                "step": "charge_payment",
+                "phase": "action",
+                "kind": "business",
+            },
+        )
+        or 0.0
+    )
+
+
+def _wait_for_a_lock_wait(timeout: float = 10.0) -> None:
+    """Until another session of this database waits for a lock. (Read inside the
+    reaction's transaction, which keeps the first reading unless told to forget it.)"""
+    deadline = time.monotonic() + timeout
+    with connections["default"].cursor() as cursor:
+        while time.monotonic() < deadline:
+            cursor.execute("SELECT pg_stat_clear_snapshot()")
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname ="
+                " current_database() AND wait_event_type = 'Lock'"
+            )
+            if cursor.fetchone()[0]:
+                return
+            time.sleep(0.01)
+    raise AssertionError("nothing waited for a lock")
 
 
 def _refusing(why: str):
