@@ -75,10 +75,11 @@ def close_unusable_connections(**kwargs) -> None:
     around every task, as the web process does around every request. Celery's own
     fixup does not while connections are reused (CELERY_DB_REUSE_MAX): after a
     PostgreSQL restart, the first task in each worker process would fail on its
-    dead connection."""
+    dead connection. First, a transaction a task left open is ended."""
     from django.db import close_old_connections
 
-    from shop.connections import close_dead_connections
+    from shop.connections import close_dead_connections, end_abandoned_transactions
 
+    end_abandoned_transactions()
     close_dead_connections()
     close_old_connections()

@@ -7,9 +7,12 @@ round trip; Django's CONN_HEALTH_CHECKS sends a query before each first use inst
 one more statement for every task and request.
 """
 
+import logging
 import select
 
 from django.db import connections
+
+logger = logging.getLogger(__name__)
 
 
 def close_dead_connections(**kwargs) -> None:
@@ -21,6 +24,35 @@ def close_dead_connections(**kwargs) -> None:
         raw = connection.connection
         if raw is not None and not connection.in_atomic_block and _ended(raw):
             connection.close()
+
+
+def end_abandoned_transactions(**kwargs) -> None:
+    """Close a connection that a finished task left inside an atomic block.
+
+    Between tasks no block is open. One still open was abandoned by an exception
+    that struck inside Django's own ``atomic`` (a soft time limit raised as the block
+    opened or closed), so its bookkeeping never unwound: its transaction would hold
+    its row locks (a saga's among them) until this process's next task, and Django,
+    told to close a connection inside a block, only marks it closed in a transaction
+    and keeps the block, so every later ``atomic(durable=True)`` here would be
+    refused as nested. Also found so: one that Celery's own fixup closed first."""
+    for connection in connections.all(initialized_only=True):
+        if connection.in_atomic_block or connection.closed_in_transaction:
+            logger.warning(
+                "database %s: a task left a transaction open; closing its connection",
+                connection.alias,
+            )
+            _forget(connection)
+
+
+def _forget(connection) -> None:
+    """Close the connection (which ends its transaction on the server) and forget its
+    blocks, as Django does when it connects again (``BaseDatabaseWrapper.connect``):
+    the next query opens a new one."""
+    connection.in_atomic_block = connection.closed_in_transaction = False
+    connection.close()  # out of the block, so it is closed and let go
+    connection.atomic_blocks, connection.savepoint_ids = [], []
+    connection.needs_rollback = False
 
 
 def _ended(raw) -> bool:
