@@ -70,12 +70,16 @@ def configure_logging(loglevel=None, **kwargs) -> None:
 
 @task_prerun.connect
 @task_postrun.connect
-def close_unusable_connections(**kwargs) -> None:
+def close_unusable_connections(sender=None, **kwargs) -> None:
     """Drop a database connection its server ended, or a broken or expired one,
     around every task, as the web process does around every request. Celery's own
     fixup does not while connections are reused (CELERY_DB_REUSE_MAX): after a
     PostgreSQL restart, the first task in each worker process would fail on its
-    dead connection. First, a transaction a task left open is ended."""
+    dead connection. First, one a task left inside an atomic block is let go.
+    Not around a task run inline by its caller (``apply``), whose transaction may
+    be open, as Celery's fixup leaves those alone."""
+    if getattr(getattr(sender, "request", None), "is_eager", False):
+        return
     from django.db import close_old_connections
 
     from shop.connections import close_dead_connections, end_abandoned_transactions

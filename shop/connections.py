@@ -27,17 +27,18 @@ def close_dead_connections(**kwargs) -> None:
 
 
 def end_abandoned_transactions(**kwargs) -> None:
-    """Close a connection that a finished task left inside an atomic block.
+    """Let go of a connection that a finished task left inside an atomic block.
 
-    Between tasks no block is open. One still open was abandoned by an exception
-    that struck inside Django's own ``atomic`` (a soft time limit raised as the block
-    opened or closed), so its bookkeeping never unwound: its transaction would hold
-    its row locks (a saga's among them) until this process's next task, and Django,
-    told to close a connection inside a block, only marks it closed in a transaction
-    and keeps the block, so every later ``atomic(durable=True)`` here would be
-    refused as nested. Also found so: one that Celery's own fixup closed first."""
+    No block is open between tasks. One still open was abandoned by an exception that
+    struck inside Django's own ``atomic`` (a soft time limit raised as the block
+    opened or closed), so its bookkeeping never unwound. Django keeps such a
+    connection in its block even once it is closed (it only marks it closed in a
+    transaction), so every later query in this thread would fail on the closed
+    connection, and every ``atomic(durable=True)`` be refused as nested, until the
+    process ended. Forgotten here, it is closed for good (ending its transaction, if
+    nothing did before) and the next query connects afresh."""
     for connection in connections.all(initialized_only=True):
-        if connection.in_atomic_block or connection.closed_in_transaction:
+        if connection.in_atomic_block:
             logger.warning(
                 "database %s: a task left a transaction open; closing its connection",
                 connection.alias,
@@ -46,13 +47,13 @@ def end_abandoned_transactions(**kwargs) -> None:
 
 
 def _forget(connection) -> None:
-    """Close the connection (which ends its transaction on the server) and forget its
-    blocks, as Django does when it connects again (``BaseDatabaseWrapper.connect``):
-    the next query opens a new one."""
-    connection.in_atomic_block = connection.closed_in_transaction = False
-    connection.close()  # out of the block, so it is closed and let go
+    """Forget the connection's blocks, as Django does when it connects again
+    (``BaseDatabaseWrapper.connect``), then close it: out of any block, ``close``
+    lets it go even if closing fails, and the next query opens a new one."""
     connection.atomic_blocks, connection.savepoint_ids = [], []
     connection.needs_rollback = False
+    connection.in_atomic_block = connection.closed_in_transaction = False
+    connection.close()
 
 
 def _ended(raw) -> bool:

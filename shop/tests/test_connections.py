@@ -1,6 +1,6 @@
 """A connection its server ended is dropped before a request or task uses it, seen on
 its socket without a query; a healthy one is kept, whatever its descriptor's number;
-one a task left in a transaction is closed after it."""
+one a task left inside an atomic block is let go after it."""
 
 import contextlib
 import os
@@ -9,9 +9,10 @@ import time
 
 import psycopg2
 import pytest
+from celery import shared_task
+from celery.signals import task_postrun
 from django.db import connection, transaction
 
-from shop.celery import close_unusable_connections
 from shop.connections import _ended, close_dead_connections
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -66,34 +67,61 @@ def test_a_descriptor_numbered_over_1024_is_watched_too():
         os.close(high)
 
 
-def backends_in_transaction(pid: int) -> int:
+@shared_task(name="shop.tests.nothing")
+def nothing() -> None:
+    """A task to run the worker's hooks around."""
+
+
+def after_a_task() -> None:
+    """The worker's hooks after a task, as Celery sends them."""
+    task_postrun.send(
+        sender=nothing, task_id="t", task=nothing, args=(), kwargs={}, retval=None
+    )
+
+
+def in_transaction(pid: int, *, wait_for: bool) -> bool:
+    """Is the session ``pid`` in a transaction, seen from another session? Waits up
+    to 10 s for it to be ``wait_for`` (the server sees a closed socket soon after)."""
     params = connection.get_connection_params()
     with contextlib.closing(psycopg2.connect(**params)) as other:
         other.autocommit = True
         cursor = other.cursor()
-        cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE pid = %s "
-            "AND state LIKE 'idle in transaction%%'",
-            [pid],
-        )
-        return cursor.fetchone()[0]
+        deadline = time.monotonic() + 10
+        while True:
+            cursor.execute(
+                "SELECT count(*) > 0 FROM pg_stat_activity WHERE pid = %s "
+                "AND state LIKE 'idle in transaction%%'",
+                [pid],
+            )
+            found = cursor.fetchone()[0]
+            if found == wait_for or time.monotonic() > deadline:
+                return found
+            time.sleep(0.05)
 
 
 @pytest.mark.parametrize("closed_by_celery_first", [False, True])
-def test_a_transaction_a_task_left_open_is_ended_and_the_next_task_can_open_one(
+def test_a_connection_a_task_left_in_a_transaction_is_let_go_after_it(
     closed_by_celery_first,
 ):
     # What an exception striking inside Django's atomic as it opens or closes leaves:
     # a block entered and never exited.
     transaction.atomic(durable=True).__enter__()
     pid = backend_pid()
-    assert backends_in_transaction(pid) == 1
     if closed_by_celery_first:
         connection.close()  # Celery's fixup may close it first: Django only marks it
 
-    close_unusable_connections()  # the worker's hook after every task
+    after_a_task()
 
-    time.sleep(0.2)  # the server sees the socket closed
-    assert backends_in_transaction(pid) == 0  # its locks are let go now
+    assert not in_transaction(pid, wait_for=False)  # its row locks are let go
+    assert not connection.in_atomic_block
     with transaction.atomic(durable=True):  # not refused as nested
-        assert backend_pid() != pid
+        assert backend_pid() != pid  # nor run on the closed connection
+
+
+def test_a_task_run_inline_inside_a_transaction_leaves_it_alone():
+    with transaction.atomic():
+        pid = backend_pid()
+        nothing.apply()  # its hooks run in the caller's transaction
+        assert connection.in_atomic_block
+        assert backend_pid() == pid
+        assert in_transaction(pid, wait_for=True)
