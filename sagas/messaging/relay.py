@@ -53,14 +53,19 @@ def outbox_relay(
     models: Iterable[type[AbstractOutboxMessage]] | None = None,
     batch: int = 100,
     min_age: timedelta | None = None,
+    announced: bool = False,
 ) -> int:
-    """Publish every due pending row of ``models`` (default: all); return how many."""
-    # One query finds the outboxes that have a row due. A claim (a transaction) per
-    # outbox would cost as many on every poll, and on every wake-up by a commit whose
-    # row an earlier batch already took (a burst's commits wake the relay one by one).
-    models = selectors.outboxes_due(
-        models=list(models or outbox_models()), now=timezone.now()
-    )
+    """Publish every due pending row of ``models`` (default: all); return how many.
+
+    ``announced``: ``models`` are those a commit just announced (NOTIFY), so each has a
+    row written; they are claimed from at once, without first looking which have one
+    due (a round trip on the way of every saga's launch and every choreographed hop).
+    """
+    models = list(models or outbox_models())
+    if not announced:
+        # One query finds the outboxes that have a row due: a claim (a transaction)
+        # per outbox would cost as many on every poll.
+        models = selectors.outboxes_due(models=models, now=timezone.now())
     total = 0
     for model in models:
         while True:
@@ -227,8 +232,12 @@ def relay_forever(*, poll: float, batch: int, should_stop: Callable[[], bool]) -
             tables = _wait(listener, poll)
             close_dead_connections()
             close_old_connections()
-            models = [by_table[t] for t in tables if t in by_table] or None
-            outbox_relay(models=models, batch=batch)
+            # Woken by commits: what they announced (a row an earlier batch took
+            # meanwhile makes an empty claim); by the poll, everything due.
+            announced = [by_table[t] for t in tables if t in by_table]
+            outbox_relay(
+                models=announced or None, batch=batch, announced=bool(announced)
+            )
         except Exception as exc:  # the database or the broker is away; keep trying
             logger.warning("relay: %r; retrying in %.1fs", exc, poll)
             listener = _close(listener)

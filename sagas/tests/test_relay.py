@@ -1,6 +1,10 @@
 """The outbox relay on the real broker: what it publishes and what it sets aside."""
 
+from datetime import timedelta
+
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from sagas.messaging.relay import outbox_relay
@@ -50,3 +54,28 @@ def test_a_row_without_a_subscriber_is_marked_published_without_a_broker_call():
     assert outbox_relay(models=[OutboxMessage]) == 1
     row.refresh_from_db()
     assert row.published_at <= timezone.now()
+
+
+def test_an_announced_outbox_is_claimed_from_without_looking_first():
+    def relay_one(announced: bool) -> int:
+        """Round trips to relay one new row."""
+        row = OutboxMessage.objects.create(topic="NobodyListens", aggregate_id="1")
+        with CaptureQueriesContext(connection) as queries:
+            assert outbox_relay(models=[OutboxMessage], announced=announced) == 1
+        row.refresh_from_db()
+        assert row.published_at is not None
+        return len(queries)
+
+    relay_one(False)  # its statements prepared on this connection
+    relay_one(True)
+    # The look (which outboxes have a row due) costs a round trip on every saga's
+    # launch; a wake-up by the commit that wrote the row knows the answer.
+    assert relay_one(True) == relay_one(False) - 1
+
+
+def test_an_announced_outbox_still_waits_for_a_postponed_row():
+    later = timezone.now() + timedelta(minutes=1)
+    OutboxMessage.objects.create(
+        topic="NobodyListens", aggregate_id="1", next_attempt_at=later
+    )
+    assert outbox_relay(models=[OutboxMessage], announced=True) == 0
