@@ -221,20 +221,27 @@ def outbox_clean(*, days: int) -> int:
 def relay_forever(*, poll: float, batch: int, should_stop: Callable[[], bool]) -> None:
     """Publish rows as their transactions commit, woken by NOTIFY, else by polling.
 
-    Notifications sent while the listener is disconnected are lost, which is why every
-    wake-up and every poll relays everything due, not just what was announced.
+    A wake-up by commits claims from the outboxes they announced. Everything due is
+    looked for on each poll, on the first wake-up after (re)listening, and at least
+    every ``poll`` seconds however busy the notifications keep it: what no commit
+    announces (a postponed row come due, a row sent again by the recovery sweep, a
+    notification lost while the listener was away) must not wait for a quiet moment.
     """
     by_table = {m._meta.db_table: m for m in outbox_models()}
-    listener = None
+    listener, looked = None, 0.0  # when everything due was last looked for
     while not should_stop():
         try:
-            listener = listener or _listen()
+            if listener is None:
+                listener, looked = _listen(), 0.0
             tables = _wait(listener, poll)
             close_dead_connections()
             close_old_connections()
-            # Woken by commits: what they announced (a row an earlier batch took
-            # meanwhile makes an empty claim); by the poll, everything due.
             announced = [by_table[t] for t in tables if t in by_table]
+            if time.monotonic() - looked >= poll:
+                announced = []  # time to look everywhere
+            if not announced:
+                looked = time.monotonic()
+            # An announced row an earlier batch took meanwhile makes an empty claim.
             outbox_relay(
                 models=announced or None, batch=batch, announced=bool(announced)
             )

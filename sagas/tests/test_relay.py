@@ -1,5 +1,7 @@
 """The outbox relay on the real broker: what it publishes and what it sets aside."""
 
+import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -7,7 +9,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from sagas.messaging.relay import outbox_relay
+from payments.models import OutboxMessage as PaymentsOutbox
+from sagas.messaging.relay import outbox_relay, relay_forever
 from sagas.models import OutboxMessage
 
 pytestmark = pytest.mark.django_db
@@ -79,3 +82,36 @@ def test_an_announced_outbox_still_waits_for_a_postponed_row():
         topic="NobodyListens", aggregate_id="1", next_attempt_at=later
     )
     assert outbox_relay(models=[OutboxMessage], announced=True) == 0
+
+
+def keep_writing(model, *, until: float) -> None:
+    """Commit a pending row of ``model`` every 20 ms: a NOTIFY each."""
+    try:
+        while time.monotonic() < until:
+            model.objects.create(topic="NobodyListens", aggregate_id="busy")
+            time.sleep(0.02)
+    finally:
+        connection.close()  # this thread's own
+
+
+@pytest.mark.django_db(transaction=True)  # the relay's commits and NOTIFYs are real
+def test_a_row_no_commit_announces_goes_out_while_another_outbox_keeps_it_busy():
+    # A postponed row comes due, which no commit announces, while another outbox's
+    # commits wake the relay every 20 ms, more often than it polls.
+    quiet = PaymentsOutbox.objects.create(
+        topic="NobodyListens",
+        aggregate_id="1",
+        next_attempt_at=timezone.now() + timedelta(seconds=0.3),
+    )
+    stop = time.monotonic() + 2.5
+    # Writing on past the relay's stop: its last wake-ups are notifications too.
+    busy = threading.Thread(
+        target=keep_writing, args=(OutboxMessage,), kwargs={"until": stop + 1}
+    )
+    busy.start()
+    try:
+        relay_forever(poll=0.5, batch=100, should_stop=lambda: time.monotonic() > stop)
+    finally:
+        busy.join()
+    quiet.refresh_from_db()
+    assert quiet.published_at is not None
