@@ -125,3 +125,16 @@ def test_a_task_run_inline_inside_a_transaction_leaves_it_alone():
         assert connection.in_atomic_block
         assert backend_pid() == pid
         assert in_transaction(pid, wait_for=True)
+
+
+def test_a_connection_django_let_go_after_its_block_is_not_taken_for_a_left_one(
+    caplog,
+):
+    with transaction.atomic():
+        backend_pid()
+        connection.close()  # inside its block: Django marks it, and lets it go after
+
+    after_a_task()
+
+    assert "left a transaction open" not in caplog.text
+    assert backend_pid()  # connects afresh
