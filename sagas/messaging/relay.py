@@ -14,6 +14,7 @@ dead, for an operator, instead of being retried forever.
 import contextlib
 import functools
 import logging
+import math
 import select
 import time
 from collections.abc import Callable, Iterable
@@ -54,25 +55,31 @@ def outbox_relay(
     batch: int = 100,
     min_age: timedelta | None = None,
     announced: bool = False,
+    until: float | None = None,
 ) -> int:
     """Publish every due pending row of ``models`` (default: all); return how many.
 
     ``announced``: ``models`` are those a commit just announced (NOTIFY), so each has a
     row written; they are claimed from at once, without first looking which have one
     due (a round trip on the way of every saga's launch and every choreographed hop).
+    A batch from each outbox in turn, so a backlog in one holds none of the others
+    up; ``until`` (``time.monotonic()``): stop after the round that passes it, rows
+    still due or not.
     """
     models = list(models or outbox_models())
     if not announced:
         # One query finds the outboxes that have a row due: a claim (a transaction)
         # per outbox would cost as many on every poll.
         models = selectors.outboxes_due(models=models, now=timezone.now())
-    total = 0
-    for model in models:
-        while True:
+    total, pending = 0, models
+    while pending:
+        for model in list(pending):
             published, complete = _relay_batch(model, batch=batch, min_age=min_age)
             total += published
             if not complete or published < batch:
-                break
+                pending.remove(model)  # drained, or the broker is away
+        if until is not None and time.monotonic() >= until:
+            break
     return total
 
 
@@ -223,17 +230,19 @@ def relay_forever(*, poll: float, batch: int, should_stop: Callable[[], bool]) -
 
     A wake-up by commits claims from the outboxes they announced. Everything due is
     looked for on each poll, on the first wake-up after (re)listening, and at least
-    every ``poll`` seconds however busy the notifications keep it: what no commit
-    announces (a postponed row come due, a row sent again by the recovery sweep, a
-    notification lost while the listener was away) must not wait for a quiet moment.
+    every ``poll`` seconds however busy the notifications or a backlog keep it (a
+    pass stops after ``poll`` seconds, and the next one waits for nothing): what no
+    commit announces (a postponed row come due, a row sent again by the recovery
+    sweep, a notification lost while the listener was away) must not wait for a
+    quiet moment.
     """
     by_table = {m._meta.db_table: m for m in outbox_models()}
-    listener, looked = None, 0.0  # when everything due was last looked for
+    listener, looked, wait = None, -math.inf, poll  # looked: when everything was
     while not should_stop():
         try:
             if listener is None:
-                listener, looked = _listen(), 0.0
-            tables = _wait(listener, poll)
+                listener, looked = _listen(), -math.inf
+            tables = _wait(listener, wait)
             close_dead_connections()
             close_old_connections()
             announced = [by_table[t] for t in tables if t in by_table]
@@ -242,12 +251,17 @@ def relay_forever(*, poll: float, batch: int, should_stop: Callable[[], bool]) -
             if not announced:
                 looked = time.monotonic()
             # An announced row an earlier batch took meanwhile makes an empty claim.
+            until = time.monotonic() + poll
             outbox_relay(
-                models=announced or None, batch=batch, announced=bool(announced)
+                models=announced or None,
+                batch=batch,
+                announced=bool(announced),
+                until=until,
             )
+            wait = 0 if time.monotonic() >= until else poll  # cut short: go on
         except Exception as exc:  # the database or the broker is away; keep trying
             logger.warning("relay: %r; retrying in %.1fs", exc, poll)
-            listener = _close(listener)
+            listener, wait = _close(listener), poll
             connections.close_all()
             time.sleep(poll)
     _close(listener)

@@ -10,6 +10,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from payments.models import OutboxMessage as PaymentsOutbox
+from sagas import selectors
 from sagas.messaging.relay import outbox_relay, relay_forever
 from sagas.models import OutboxMessage
 
@@ -84,34 +85,62 @@ def test_an_announced_outbox_still_waits_for_a_postponed_row():
     assert outbox_relay(models=[OutboxMessage], announced=True) == 0
 
 
-def keep_writing(model, *, until: float) -> None:
-    """Commit a pending row of ``model`` every 20 ms: a NOTIFY each."""
+def keep_writing(model, *, until: float, errors: list) -> None:
+    """Commit a pending row of ``model`` every 20 ms (a NOTIFY each) until ``until``."""
     try:
         while time.monotonic() < until:
             model.objects.create(topic="NobodyListens", aggregate_id="busy")
             time.sleep(0.02)
+    except Exception as exc:  # the test fails on it: without it, the relay polls
+        errors.append(exc)
     finally:
         connection.close()  # this thread's own
 
 
 @pytest.mark.django_db(transaction=True)  # the relay's commits and NOTIFYs are real
-def test_a_row_no_commit_announces_goes_out_while_another_outbox_keeps_it_busy():
+def test_a_row_no_commit_announces_goes_out_while_another_outbox_keeps_it_busy(
+    monkeypatch,
+):
     # A postponed row comes due, which no commit announces, while another outbox's
     # commits wake the relay every 20 ms, more often than it polls.
+    looks = []
+    look = selectors.outboxes_due
+    monkeypatch.setattr(
+        selectors, "outboxes_due", lambda **kw: looks.append(1) or look(**kw)
+    )
     quiet = PaymentsOutbox.objects.create(
         topic="NobodyListens",
         aggregate_id="1",
         next_attempt_at=timezone.now() + timedelta(seconds=0.3),
     )
-    stop = time.monotonic() + 2.5
+    stop, errors = time.monotonic() + 2.5, []
     # Writing on past the relay's stop: its last wake-ups are notifications too.
     busy = threading.Thread(
-        target=keep_writing, args=(OutboxMessage,), kwargs={"until": stop + 1}
+        target=keep_writing,
+        args=(OutboxMessage,),
+        kwargs={"until": stop + 0.6, "errors": errors},
     )
     busy.start()
     try:
         relay_forever(poll=0.5, batch=100, should_stop=lambda: time.monotonic() > stop)
     finally:
         busy.join()
+    assert not errors and OutboxMessage.objects.count() > 60  # it kept it busy
     quiet.refresh_from_db()
     assert quiet.published_at is not None
+    # A look everywhere about once a poll interval, not at every wake-up.
+    assert 3 <= len(looks) <= 8
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_backlog_in_one_outbox_holds_up_none_of_the_others():
+    OutboxMessage.objects.bulk_create(
+        OutboxMessage(topic="NobodyListens", aggregate_id="backlog") for _ in range(300)
+    )
+    other = PaymentsOutbox.objects.create(topic="NobodyListens", aggregate_id="1")
+
+    assert outbox_relay(batch=10) == 301
+
+    other.refresh_from_db()
+    last = OutboxMessage.objects.order_by("-published_at").first()
+    assert other.published_at < last.published_at  # in the first round, not the last
